@@ -1,0 +1,1 @@
+"""Transcription engines: the embedded local Whisper model and OpenAI-compatible APIs."""

@@ -1,0 +1,121 @@
+"""The error hierarchy and the one middleware that turns errors into OpenAI-shaped JSON."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger(__name__)
+
+
+class STTError(Exception):
+    """Base error: carries an HTTP status and the fields of the JSON error body."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class BadRequest(STTError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidAudio(BadRequest):
+    code = "invalid_audio"
+
+
+class Unauthorized(STTError):
+    status = 401
+    type = "authentication_error"
+
+
+class NotFound(STTError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class Conflict(STTError):
+    status = 409
+    type = "conflict_error"
+    code = "not_ready"
+
+
+class PayloadTooLarge(STTError):
+    status = 413
+    type = "invalid_request_error"
+    code = "too_large"
+
+
+class TooManyRequests(STTError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class Unavailable(STTError):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
+
+
+class InsufficientStorage(STTError):
+    status = 507
+    type = "server_error"
+    code = "spool_full"
+
+
+class EngineError(STTError):
+    """An engine failed to transcribe a chunk; retried by the pipeline, then fails the job."""
+
+    status = 502
+    type = "upstream_error"
+    code = "engine_error"
+
+
+def error_response(err: STTError) -> web.Response:
+    return web.json_response(err.body(), status=err.status, headers=err.headers)
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    kind = "invalid_request_error" if exc.status < 500 else "server_error"
+    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status)
+    body = {"error": {"message": exc.reason, "type": kind, "param": None, "code": code}}
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    return web.json_response(body, status=exc.status, headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON in OpenAI's shape; nothing leaves as a stack trace."""
+    try:
+        return await handler(request)
+    except STTError as err:
+        if err.status >= 500:
+            log.warning("request_failed", path=request.path, status=err.status, error=err.message)
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(exc)
+    except Exception:  # noqa: BLE001 - the last line of defence for the JSON contract
+        log.exception("unhandled_error", path=request.path)
+        return error_response(STTError("internal server error"))

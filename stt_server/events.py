@@ -1,0 +1,86 @@
+"""Domain events: persisted with their job, fanned out to SSE subscribers and listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import structlog
+
+from .store import Store
+
+log = structlog.get_logger(__name__)
+
+EVENT_NAMES = (
+    "job.created", "job.queued", "job.started", "job.planned", "job.cache_hit", "job.resumed",
+    "job.progress", "job.completed", "job.failed", "job.cancelled", "job.deleted",
+    "chunk.planned", "chunk.started", "chunk.completed", "chunk.cache_hit", "chunk.skipped_silent",
+    "chunk.retried", "chunk.failed",
+    "cache.invalidated", "upstream.circuit_opened", "upstream.circuit_closed",
+    "server.started", "server.stopping",
+)
+TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled", "job.deleted"})
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    name: str
+    job_id: str | None
+    data: dict[str, Any]
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "event": self.name, "job_id": self.job_id, "data": self.data,
+                "created_at": self.created_at}
+
+
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class EventBus:
+    """Emits events; job events are persisted before they are delivered."""
+
+    store: Store
+    clock: Callable[[], float] = time.time
+    _subscribers: dict[str | None, set[asyncio.Queue[Event]]] = field(default_factory=lambda: defaultdict(set))
+    _listeners: list[Listener] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def emit(self, name: str, job_id: str | None = None, **data: Any) -> Event:
+        now = self.clock()
+        event_id = await self.store.add_event(job_id, name, data, now) if job_id else 0
+        event = Event(event_id, name, job_id, data, now)
+        self.counts[name] += 1
+        for queue in (*self._subscribers.get(job_id, ()), *self._subscribers.get(None, ())):
+            queue.put_nowait(event)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a listener must never break the pipeline
+                log.exception("event_listener_failed", event_name=name)
+        return event
+
+    def subscribe(self, job_id: str | None) -> asyncio.Queue[Event]:
+        """Live events of one job (or of all jobs for ``None``) until :meth:`unsubscribe`."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._subscribers[job_id].add(queue)
+        return queue
+
+    def unsubscribe(self, job_id: str | None, queue: asyncio.Queue[Event]) -> None:
+        subs = self._subscribers.get(job_id)
+        if subs is not None:
+            subs.discard(queue)
+            if not subs:
+                self._subscribers.pop(job_id, None)
+
+    async def history(self, job_id: str, after_id: int = 0) -> list[Event]:
+        rows = await self.store.events_for(job_id, after_id)
+        return [Event(r.id, r.name, r.job_id, r.data, r.created_at) for r in rows]

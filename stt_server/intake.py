@@ -1,0 +1,103 @@
+"""Turning a spooled upload into a queued job, shared by the jobs API, the OpenAI route and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from .errors import BadRequest, InvalidAudio, PayloadTooLarge, TooManyRequests, Unavailable
+from .events import TERMINAL_EVENTS
+from .job import Job, Status, new_job_id, parse_priority
+from .media import probe
+from .services import Services
+from .spool import SpooledFile
+
+MAX_FIELD_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    language: str | None = None
+    prompt: str | None = None
+    priority: str = "normal"
+    engine: str | None = None
+    webhook_url: str | None = None
+    owner: str | None = None
+
+
+def parse_options(fields: dict[str, str], *, default_priority: str = "normal") -> JobOptions:
+    """Validate the text fields of an upload."""
+    for name, value in fields.items():
+        if len(value) > MAX_FIELD_CHARS:
+            raise BadRequest(f"field {name!r} is too long", param=name)
+    language = (fields.get("language") or "").strip().lower() or None
+    if language is not None and not (2 <= len(language) <= 8 and language.replace("-", "").isalpha()):
+        raise BadRequest(f"invalid language {language!r}; use an ISO-639-1 code such as 'en'",
+                         param="language")
+    webhook = (fields.get("webhook_url") or "").strip() or None
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise BadRequest("webhook_url must be an http(s) URL", param="webhook_url")
+    return JobOptions(
+        language=language,
+        prompt=(fields.get("prompt") or "").strip() or None,
+        priority=parse_priority(fields.get("priority") or default_priority),
+        engine=(fields.get("engine") or "").strip() or None,
+        webhook_url=webhook,
+    )
+
+
+async def accept_upload(svc: Services, spooled: SpooledFile, filename: str, options: JobOptions) -> Job:
+    """Probe, file and queue an upload; on any error nothing of it is left behind."""
+    try:
+        if not svc.accepting:
+            raise Unavailable("the server is shutting down", headers={"Retry-After": "5"})
+        engine = svc.engine_for(options.engine)
+        if len(svc.queue) >= svc.queue.max_queued:
+            raise TooManyRequests("the queue is full; try again later", headers={"Retry-After": "30"})
+        info = await asyncio.to_thread(probe, spooled.temp_path)
+        limit = svc.settings.server.max_duration_s
+        if info.duration_s > limit:
+            raise PayloadTooLarge(
+                f"audio lasts {info.duration_s:.0f} s, over the limit of {limit:.0f} s", param="file",
+                code="too_long")
+    except BaseException:
+        svc.spool.discard(spooled)
+        raise
+    svc.spool.commit(spooled)
+    job = Job(
+        id=new_job_id(), status=Status.QUEUED, priority=options.priority,
+        filename=_safe_name(filename), size_bytes=spooled.size_bytes, sha256=spooled.sha256,
+        duration_s=info.duration_s, engine=engine.name, model=engine.model, created_at=time.time(),
+        language=options.language, prompt=options.prompt, webhook_url=options.webhook_url,
+        owner=options.owner,
+    )
+    await svc.store.insert_job(job)
+    await svc.bus.emit("job.created", job.id, filename=job.filename, size_bytes=job.size_bytes,
+                       duration_s=round(info.duration_s, 3), codec=info.codec)
+    await svc.enqueue(job, force=True)
+    return job
+
+
+def _safe_name(filename: str | None) -> str:
+    """Only ever shown, never used as a path: keep the last path component, printable, bounded."""
+    name = (filename or "audio").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())[:255]
+    return name or "audio"
+
+
+async def wait_finished(svc: Services, job_id: str) -> Job:
+    """Wait until a job ends and return it as stored."""
+    events = svc.bus.subscribe(job_id)
+    try:
+        job = await svc.store.get_job(job_id)
+        while job is not None and not job.status.finished:
+            event = await events.get()
+            if event.name in TERMINAL_EVENTS:
+                job = await svc.store.get_job(job_id)
+                break
+    finally:
+        svc.bus.unsubscribe(job_id, events)
+    if job is None:
+        raise InvalidAudio("the job was deleted")
+    return job

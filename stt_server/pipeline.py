@@ -1,0 +1,174 @@
+"""The ParallelProcessor: plan chunks, extract each when needed, transcribe under a semaphore, merge.
+
+Finished chunks are persisted as they complete, so a resumed job redoes only what it lacks, and
+both the whole file and each chunk go through the cache, so no audio reaches an engine twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import structlog
+
+from . import PIPELINE_VERSION
+from .backoff import backoff_delay
+from .cache import CacheManager
+from .cache_keys import CacheKey, chunk_key, file_key
+from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes, plan_chunks
+from .engines.base import ChunkRequest, Engine
+from .errors import EngineError
+from .events import EventBus
+from .job import Job
+from .media import energy_envelope, extract_pcm, pcm_sha256
+from .merge import merge_transcripts
+from .settings import PipelineSettings
+from .store import Store
+from .transcript import Transcript
+
+log = structlog.get_logger(__name__)
+
+WAV_BYTES_PER_SECOND = 32000  # 16 kHz, 16-bit, mono: what remote engines are sent
+
+
+@dataclass(frozen=True)
+class Outcome:
+    transcript: Transcript
+    cached: bool
+
+
+def job_file_key(job: Job, engine: Engine) -> CacheKey:
+    return file_key(job.sha256, engine=engine.name, model=engine.model, language=job.language,
+                    prompt=job.prompt, version=PIPELINE_VERSION)
+
+
+def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:
+    """The planner's limits: ours, the engine's seconds, and the engine's upload bytes as seconds."""
+    limit = min(settings.max_chunk_s, engine.limits.max_chunk_s)
+    if engine.limits.max_upload_bytes:
+        limit = min(limit, max_seconds_for_bytes(engine.limits.max_upload_bytes, WAV_BYTES_PER_SECOND))
+    return ChunkPolicy(max_chunk_s=limit, min_chunk_s=min(settings.min_chunk_s, limit),
+                       silence_search_s=min(settings.silence_search_s, limit / 2),
+                       silence_db=settings.silence_db)
+
+
+class Pipeline:
+    """Runs one job from its spooled audio to a merged transcript."""
+
+    def __init__(self, settings: PipelineSettings, store: Store, bus: EventBus,
+                 cache: CacheManager | None, spool_dir: Path,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.cache = cache
+        self.spool_dir = spool_dir
+        self._rand = rand
+
+    async def run(self, job: Job, engine: Engine) -> Outcome:
+        key = job_file_key(job, engine)
+        hit = await self.cache.get(key) if self.cache else None
+        if hit is not None:
+            await self.bus.emit("job.cache_hit", job.id, key=key.value)
+            return Outcome(Transcript.from_dict(hit), cached=True)
+        path = self.spool_dir / job.sha256
+        chunks, done = await self._plan(job, engine, path)
+        pending = [c for c in chunks if c.index not in done]
+        await self._transcribe_all(job, engine, path, pending, done, len(chunks))
+        merged = merge_transcripts([(c, done[c.index]) for c in chunks], job.duration_s,
+                                   language=job.language or "en")
+        if self.cache:
+            await self.cache.set(key, merged.to_dict())
+        return Outcome(merged, cached=False)
+
+    async def _plan(self, job: Job, engine: Engine, path: Path) -> tuple[list[Chunk], dict[int, Transcript]]:
+        stored = await self.store.get_chunks(job.id)
+        if stored:
+            chunks = [Chunk(c.index, c.start, c.end, c.silent) for c in stored]
+            done = {c.index: Transcript.from_dict(c.result) for c in stored if c.result is not None}
+            await self.bus.emit("job.resumed", job.id, chunks_total=len(chunks), chunks_done=len(done))
+            return chunks, done
+        began = time.perf_counter()
+        envelope = await asyncio.to_thread(
+            energy_envelope, path, self.settings.frame_s, self.settings.ffmpeg_timeout_s)
+        chunks = plan_chunks(envelope, self.settings.frame_s, job.duration_s,
+                             chunk_policy(self.settings, engine), parallelism=engine.limits.concurrency)
+        await self.store.save_plan(job.id, [(c.index, c.start, c.end, c.silent) for c in chunks])
+        log.info("chunks_planned", chunks=len(chunks), seconds=round(time.perf_counter() - began, 3))
+        await self.bus.emit("chunk.planned", job.id, chunks_total=len(chunks),
+                            chunks=[[c.start, c.end] for c in chunks])
+        return chunks, {}
+
+    async def _transcribe_all(self, job: Job, engine: Engine, path: Path, pending: list[Chunk],
+                              done: dict[int, Transcript], total: int) -> None:
+        # One slot more than the engine takes, so the next chunk is extracted while others run.
+        limit = self.settings.chunk_concurrency or engine.limits.concurrency + 1
+        slots = asyncio.Semaphore(limit)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for chunk in pending:
+                    await slots.acquire()
+                    group.create_task(self._chunk(job, engine, path, chunk, done, total, slots))
+        except* EngineError as errors:
+            raise errors.exceptions[0] from None
+
+    async def _chunk(self, job: Job, engine: Engine, path: Path, chunk: Chunk,
+                     done: dict[int, Transcript], total: int, slots: asyncio.Semaphore) -> None:
+        try:
+            if chunk.silent:
+                result = Transcript(segments=(), duration=chunk.duration)
+                await self.bus.emit("chunk.skipped_silent", job.id, index=chunk.index)
+            else:
+                result = await self._transcribe_chunk(job, engine, path, chunk)
+            done[chunk.index] = result
+            finished = await self.store.save_chunk_result(job.id, chunk.index, result.to_dict())
+            await self.bus.emit("chunk.completed", job.id, index=chunk.index, chunks_done=finished,
+                                chunks_total=total)
+        finally:
+            slots.release()
+
+    async def _transcribe_chunk(self, job: Job, engine: Engine, path: Path, chunk: Chunk) -> Transcript:
+        samples = await asyncio.to_thread(
+            extract_pcm, path, chunk.start, chunk.end, self.settings.ffmpeg_timeout_s)
+        key = chunk_key(pcm_sha256(samples), engine=engine.name, model=engine.model,
+                        language=job.language, prompt=job.prompt, version=PIPELINE_VERSION)
+        hit = await self.cache.get(key) if self.cache else None
+        if hit is not None:
+            await self.bus.emit("chunk.cache_hit", job.id, index=chunk.index)
+            return Transcript.from_dict(hit)
+        request = ChunkRequest(samples=samples, language=job.language, prompt=job.prompt,
+                               job_id=job.id, chunk_index=chunk.index)
+        result = await self._with_retries(job, engine, chunk, request)
+        if self.cache:
+            await self.cache.set(key, result.to_dict())
+        return result
+
+    async def _with_retries(self, job: Job, engine: Engine, chunk: Chunk, request: ChunkRequest) -> Transcript:
+        attempts = self.settings.chunk_retries + 1
+        for attempt in range(1, attempts + 1):
+            await self.bus.emit("chunk.started", job.id, index=chunk.index, attempt=attempt)
+            began = time.perf_counter()
+            try:
+                result = await engine.transcribe(request)
+            except EngineError as err:
+                if attempt == attempts:
+                    await self.bus.emit("chunk.failed", job.id, index=chunk.index, error=err.message)
+                    raise EngineError(
+                        f"chunk {chunk.index} ({chunk.start:.2f}-{chunk.end:.2f} s) failed after "
+                        f"{attempts} attempts: {err.message}") from err
+                delay = backoff_delay(attempt, self.settings.retry_base_s, self.settings.retry_max_s,
+                                      self._rand())
+                log.warning("chunk_retry", chunk=chunk.index, attempt=attempt, delay=round(delay, 3),
+                            error=err.message)
+                await self.bus.emit("chunk.retried", job.id, index=chunk.index, attempt=attempt,
+                                    error=err.message)
+                await asyncio.sleep(delay)
+                continue
+            log.info("chunk_transcribed", chunk=chunk.index, engine=engine.name,
+                     audio_s=round(chunk.duration, 2), seconds=round(time.perf_counter() - began, 3))
+            return result
+        raise AssertionError("unreachable")

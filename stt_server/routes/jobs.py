@@ -1,0 +1,154 @@
+"""The jobs API: upload, look up, list, stream events, fetch transcripts, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from ..errors import BadRequest, Conflict, NotFound
+from ..events import TERMINAL_EVENTS, Event
+from ..formats import FORMATS, render
+from ..intake import accept_upload, parse_options
+from ..job import Job, Status
+from ..pipeline import job_file_key
+from ..services import SERVICES, Services
+from ..transcript import Transcript
+from .multipart import read_upload
+
+routes = web.RouteTableDef()
+KEEPALIVE_S = 15.0
+
+
+async def _job_or_404(svc: Services, job_id: str) -> Job:
+    job = await svc.store.get_job(job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}", param="id")
+    return job
+
+
+@routes.post("/v1/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    spooled, filename, fields = await read_upload(request, svc)
+    try:
+        options = parse_options(fields)
+    except BaseException:
+        svc.spool.discard(spooled)
+        raise
+    job = await accept_upload(svc, spooled, filename, options)
+    body = job.to_api(position=svc.queue.position(job.id))
+    return web.json_response(body, status=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@routes.get("/v1/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    job = await _job_or_404(svc, request.match_info["id"])
+    return web.json_response(job.to_api(position=svc.queue.position(job.id)))
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    status = request.query.get("status")
+    if status is not None and status not in {s.value for s in Status}:
+        raise BadRequest(f"unknown status {status!r}", param="status")
+    try:
+        limit = int(request.query.get("limit", "20"))
+        cursor = int(request.query["after"]) if request.query.get("after") else None
+    except ValueError:
+        raise BadRequest("limit and after must be integers", param="limit") from None
+    if not 1 <= limit <= 100:
+        raise BadRequest("limit must be between 1 and 100", param="limit")
+    rows = await svc.store.list_jobs(status=status, limit=limit + 1, before_seq=cursor)
+    page = rows[:limit]
+    more = len(rows) > limit
+    return web.json_response({
+        "object": "list",
+        "data": [job.to_api(position=svc.queue.position(job.id)) for _, job in page],
+        "has_more": more,
+        "next_cursor": str(page[-1][0]) if more and page else None,
+    })
+
+
+@routes.get("/v1/jobs/{id}/transcript")
+async def get_transcript(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    fmt = request.query.get("format", "json")
+    if fmt not in FORMATS:
+        raise BadRequest(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", param="format")
+    job = await _job_or_404(svc, request.match_info["id"])
+    if job.status is not Status.COMPLETED:
+        raise Conflict(f"job {job.id} is {job.status.value}; the transcript exists once it is completed")
+    stored = await svc.store.get_transcript(job.id)
+    if stored is None:
+        raise NotFound(f"job {job.id} has no transcript")
+    body, content_type = render(Transcript.from_dict(stored), fmt)
+    response = web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
+    if request.query.get("download"):
+        stem = job.filename.rsplit(".", 1)[0] or "transcript"
+        ext = "json" if fmt.endswith("json") else ("txt" if fmt == "text" else fmt)
+        response.headers["Content-Disposition"] = f'attachment; filename="{stem}.{ext}"'
+    return response
+
+
+def _sse(event: Event) -> bytes:
+    payload = json.dumps(event.to_dict())
+    return f"id: {event.id}\nevent: {event.name}\ndata: {payload}\n\n".encode()
+
+
+@routes.get("/v1/jobs/{id}/events")
+async def job_events(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICES]
+    job_id = request.match_info["id"]
+    await _job_or_404(svc, job_id)
+    try:
+        last_id = int(request.headers.get("Last-Event-ID") or request.query.get("after") or 0)
+    except ValueError:
+        raise BadRequest("Last-Event-ID must be an integer", param="Last-Event-ID") from None
+    live = svc.bus.subscribe(job_id)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    try:
+        for event in await svc.bus.history(job_id, last_id):
+            await response.write(_sse(event))
+            last_id = event.id
+            if event.name in TERMINAL_EVENTS:
+                return response
+        while True:
+            try:
+                event = await asyncio.wait_for(live.get(), KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event.id <= last_id:
+                continue
+            await response.write(_sse(event))
+            last_id = event.id
+            if event.name in TERMINAL_EVENTS:
+                return response
+    except ConnectionResetError:
+        return response
+    finally:
+        svc.bus.unsubscribe(job_id, live)
+
+
+@routes.delete("/v1/jobs/{id}")
+async def delete_job(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    job = await _job_or_404(svc, request.match_info["id"])
+    if svc.queue.remove(job.id):
+        await svc.bus.emit("job.cancelled", job.id)
+    await svc.workers.cancel(job.id)
+    if svc.cache and job.engine in svc.engines:
+        key = job_file_key(job, svc.engines[job.engine])
+        removed = await svc.cache.invalidate(key=key.value)
+        await svc.bus.emit("cache.invalidated", job.id, key=key.value, removed=removed, reason="job deleted")
+    if await svc.store.count_jobs_with_sha(job.sha256, excluding=job.id) == 0:
+        svc.spool.remove(job.sha256)
+    await svc.bus.emit("job.deleted", job.id)
+    await svc.store.delete_job(job.id)
+    return web.Response(status=204)

@@ -1,0 +1,257 @@
+"""SQLite persistence (aiosqlite, WAL): jobs, their chunk plans and results, and domain events.
+
+Nothing else in the server talks SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import aiosqlite
+
+from .job import Job, Status
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, chunks, events
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        engine TEXT NOT NULL,
+        model TEXT NOT NULL,
+        language TEXT,
+        prompt TEXT,
+        webhook_url TEXT,
+        owner TEXT,
+        chunks_total INTEGER NOT NULL DEFAULT 0,
+        chunks_done INTEGER NOT NULL DEFAULT 0,
+        cached INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        transcript TEXT
+    );
+    CREATE INDEX jobs_status ON jobs(status);
+    CREATE INDEX jobs_created ON jobs(created_at, seq);
+    CREATE INDEX jobs_sha256 ON jobs(sha256);
+    CREATE TABLE chunks (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        start_s REAL NOT NULL,
+        end_s REAL NOT NULL,
+        silent INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX events_job ON events(job_id, id);
+    """,
+)
+
+_JOB_COLUMNS = (
+    "id", "status", "priority", "filename", "size_bytes", "sha256", "duration_s", "engine", "model",
+    "language", "prompt", "webhook_url", "owner", "chunks_total", "chunks_done", "cached",
+    "created_at", "started_at", "finished_at", "error",
+)
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    index: int
+    start: float
+    end: float
+    silent: bool
+    result: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    job_id: str | None
+    name: str
+    data: dict[str, Any]
+    created_at: float
+
+
+def _row_to_job(row: aiosqlite.Row) -> Job:
+    values = {k: row[k] for k in _JOB_COLUMNS}
+    values["status"] = Status(values["status"])
+    values["cached"] = bool(values["cached"])
+    return Job(**values)
+
+
+class Store:
+    """The repository over one SQLite file."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> "Store":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()  # type: ignore[misc]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0])  # type: ignore[index]
+
+    # ---- jobs
+    async def insert_job(self, job: Job) -> None:
+        cols = ", ".join(_JOB_COLUMNS)
+        marks = ", ".join("?" for _ in _JOB_COLUMNS)
+        values = [getattr(job, c) for c in _JOB_COLUMNS]
+        values[1] = job.status.value
+        await self._db.execute(
+            f"INSERT INTO jobs (seq, {cols}) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), {marks})",
+            values,
+        )
+        await self._db.commit()
+
+    async def update_job(self, job_id: str, **changes: Any) -> None:
+        if not changes:
+            return
+        if "status" in changes:
+            changes["status"] = Status(changes["status"]).value
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        await self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*changes.values(), job_id])
+        await self._db.commit()
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return _row_to_job(row) if row else None
+
+    async def list_jobs(
+        self, *, status: str | None = None, limit: int = 20, before_seq: int | None = None,
+        owner: str | None = None,
+    ) -> list[tuple[int, Job]]:
+        """Newest first; ``before_seq`` is the cursor of the previous page."""
+        where, args = [], []  # type: list[str], list[Any]
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if before_seq is not None:
+            where.append("seq < ?")
+            args.append(before_seq)
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        sql = f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ?"
+        async with self._db.execute(sql, [*args, limit]) as cur:
+            rows = await cur.fetchall()
+        return [(r["seq"], _row_to_job(r)) for r in rows]
+
+    async def unfinished_jobs(self) -> list[Job]:
+        sql = "SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq"
+        async with self._db.execute(sql) as cur:
+            rows = await cur.fetchall()
+        return [_row_to_job(r) for r in rows]
+
+    async def count_jobs_with_sha(self, sha256: str, excluding: str) -> int:
+        sql = "SELECT COUNT(*) FROM jobs WHERE sha256 = ? AND id != ?"
+        async with self._db.execute(sql, (sha256, excluding)) as cur:
+            row = await cur.fetchone()
+        return int(row[0])  # type: ignore[index]
+
+    async def counts_by_status(self) -> dict[str, int]:
+        async with self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status") as cur:
+            rows = await cur.fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
+        await self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        await self._db.commit()
+
+    async def set_transcript(self, job_id: str, transcript: dict[str, Any] | None) -> None:
+        text = None if transcript is None else json.dumps(transcript)
+        await self._db.execute("UPDATE jobs SET transcript = ? WHERE id = ?", (text, job_id))
+        await self._db.commit()
+
+    async def get_transcript(self, job_id: str) -> dict[str, Any] | None:
+        async with self._db.execute("SELECT transcript FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    # ---- chunks
+    async def save_plan(self, job_id: str, chunks: Iterable[tuple[int, float, float, bool]]) -> None:
+        rows = list(chunks)
+        await self._db.executemany(
+            "INSERT OR IGNORE INTO chunks (job_id, idx, start_s, end_s, silent) VALUES (?, ?, ?, ?, ?)",
+            [(job_id, i, s, e, int(silent)) for i, s, e, silent in rows],
+        )
+        await self._db.execute("UPDATE jobs SET chunks_total = ? WHERE id = ?", (len(rows), job_id))
+        await self._db.commit()
+
+    async def get_chunks(self, job_id: str) -> list[StoredChunk]:
+        sql = "SELECT idx, start_s, end_s, silent, result FROM chunks WHERE job_id = ? ORDER BY idx"
+        async with self._db.execute(sql, (job_id,)) as cur:
+            rows = await cur.fetchall()
+        return [
+            StoredChunk(r[0], r[1], r[2], bool(r[3]), json.loads(r[4]) if r[4] else None) for r in rows
+        ]
+
+    async def save_chunk_result(self, job_id: str, index: int, result: dict[str, Any]) -> int:
+        """Persist one finished chunk and return how many of the job's chunks are done."""
+        await self._db.execute(
+            "UPDATE chunks SET result = ? WHERE job_id = ? AND idx = ?", (json.dumps(result), job_id, index)
+        )
+        await self._db.execute(
+            "UPDATE jobs SET chunks_done = (SELECT COUNT(*) FROM chunks WHERE job_id = ? AND result IS NOT NULL)"
+            " WHERE id = ?",
+            (job_id, job_id),
+        )
+        await self._db.commit()
+        async with self._db.execute("SELECT chunks_done FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # ---- events
+    async def add_event(self, job_id: str | None, name: str, data: dict[str, Any], now: float) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO events (job_id, name, data, created_at) VALUES (?, ?, ?, ?)",
+            (job_id, name, json.dumps(data), now),
+        )
+        await self._db.commit()
+        return int(cur.lastrowid or 0)
+
+    async def events_for(self, job_id: str, after_id: int = 0) -> list[StoredEvent]:
+        sql = "SELECT id, job_id, name, data, created_at FROM events WHERE job_id = ? AND id > ? ORDER BY id"
+        async with self._db.execute(sql, (job_id, after_id)) as cur:
+            rows = await cur.fetchall()
+        return [StoredEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]

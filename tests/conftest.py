@@ -1,0 +1,78 @@
+"""Shared fixtures: settings in a temporary data dir, the real app on a real port, corpus files."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from stt_server.app import create_app
+from stt_server.services import SERVICES, Services
+from stt_server.settings import Settings, load_settings
+from tests.corpus import CORPUS_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def corpus() -> Path:
+    return CORPUS_DIR
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The shipped config.toml, pointed at a fresh data dir."""
+    base = load_settings(ROOT / "config.toml", environ={})
+    return base.with_overrides(server={"data_dir": str(tmp_path / "data")}, log={"json": "true"})
+
+
+@pytest.fixture
+async def make_client(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+) -> Callable[..., Awaitable[TestClient]]:
+    async def make(settings: Settings, **kwargs: Any) -> TestClient:
+        return await aiohttp_client(create_app(settings, **kwargs))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> TestClient:
+    return await make_client(settings)
+
+
+def services_of(client: TestClient) -> Services:
+    return client.server.app[SERVICES]
+
+
+async def upload(client: TestClient, path: Path, **fields: str) -> dict[str, Any]:
+    """POST a file to /v1/jobs and return the job (asserting 202)."""
+    from aiohttp import FormData
+
+    form = FormData()
+    for name, value in fields.items():
+        form.add_field(name, value)
+    form.add_field("file", path.read_bytes(), filename=path.name, content_type="application/octet-stream")
+    response = await client.post("/v1/jobs", data=form)
+    body = await response.json()
+    assert response.status == 202, body
+    assert response.headers["Location"] == f"/v1/jobs/{body['id']}"
+    return body
+
+
+async def wait_job(client: TestClient, job_id: str, timeout: float = 240.0) -> dict[str, Any]:
+    """Poll until the job ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        response = await client.get(f"/v1/jobs/{job_id}")
+        body = await response.json()
+        if body["status"] in ("completed", "failed", "cancelled"):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
