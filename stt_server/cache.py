@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 TIER_NAMES = ("l1", "l2", "l3")
 MAX_PENDING = 256  # missed invalidations kept per tier before collapsing them into one clear
+TOUCH_BATCH = 256  # hits served above L3 before L3's last_used_at is brought up to date
 
 Opener = Callable[[], Awaitable[CacheTier]]
 Op = tuple[str, tuple[Any, ...]]  # a tier method name and its positional arguments
@@ -63,6 +64,7 @@ class CacheManager:
                        for name in TIER_NAMES if given[name] is not None or name in openers]
         self._clock = clock
         self._retry_after_s = retry_after_s
+        self._touched: dict[str, None] = {}  # keys hit above L3, oldest first
 
     def tier(self, name: str) -> CacheTier | None:
         """The live tier object for ``"l1"``/``"l2"``/``"l3"`` (None if absent or not open)."""
@@ -141,10 +143,26 @@ class CacheManager:
                 missed.append(slot)
                 continue
             slot.hits += 1
+            found: dict[str, Any] = value
             for faster in missed:
-                await self._call(faster, "set", key.value, value, engine=key.engine, model=key.model)
-            return value
+                await self._call(faster, "set", key.value, found, engine=key.engine, model=key.model)
+            if slot is not self._slots[-1]:
+                await self._touch(key.value)
+            return found
         return None
+
+    async def _touch(self, key: str) -> None:
+        self._touched.pop(key, None)
+        self._touched[key] = None
+        if len(self._touched) >= TOUCH_BATCH:
+            await self.flush_touches()
+
+    async def flush_touches(self) -> None:
+        """Tell L3 about hits served by faster tiers, so warming picks the truly recent entries."""
+        touched, self._touched = list(self._touched), {}
+        last = self._slots[-1] if self._slots else None
+        if touched and last is not None and last.name == "l3" and hasattr(last.tier, "touch"):
+            await self._call(last, "touch", touched)
 
     async def set(self, key: CacheKey, value: dict[str, Any]) -> None:
         """Write through every tier (concurrently); a failing tier is skipped."""
@@ -220,21 +238,26 @@ class CacheManager:
                 total += count if ok else 0
         return total
 
-    async def stats(self) -> dict[str, dict[str, Any]]:
-        """Per tier: hits, misses, hit_rate, entries, bytes, evictions, errors, available."""
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per tier: hits, misses, hit_rate, entries, bytes, evictions, errors, available (no I/O)."""
         out: dict[str, dict[str, Any]] = {}
+        now = self._clock()
         for slot in self._slots:
-            ok, tier_stats = await self._call(slot, "stats")
-            looked = slot.hits + slot.misses
             row: dict[str, Any] = {"entries": 0, "bytes": 0, "evictions": 0}
-            row.update(tier_stats if ok else {})
+            if slot.tier is not None:
+                try:
+                    row.update(slot.tier.stats())
+                except Exception as exc:  # a snapshot should never fail; if it does, say so and move on
+                    log.warning("cache_tier_stats_failed", tier=slot.name, error=f"{type(exc).__name__}: {exc}")
+            looked = slot.hits + slot.misses
             row.update(hits=slot.hits, misses=slot.misses, hit_rate=slot.hits / looked if looked else 0.0,
-                       errors=slot.errors, available=ok)
+                       errors=slot.errors, available=slot.tier is not None and now >= slot.down_until)
             out[slot.name] = row
         return out
 
     async def close(self) -> None:
         """Close every open tier; errors on the way out are logged, not raised."""
+        await self.flush_touches()
         for slot in self._slots:
             tier, slot.tier, slot.opener = slot.tier, None, None
             if tier is not None:

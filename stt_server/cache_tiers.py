@@ -2,7 +2,8 @@
 
 Values are JSON-serialisable dicts; every tier stores them as JSON text, so a
 caller can never mutate a cached value in place. Tiers raise freely: degrading
-around a failing tier is the CacheManager's job, not theirs.
+around a failing tier is the CacheManager's job, not theirs. ``stats()`` is a
+cheap in-memory snapshot (no I/O), kept up to date by the writes themselves.
 """
 
 from __future__ import annotations
@@ -32,12 +33,19 @@ class CacheTier(Protocol):
     async def delete_where(self, engine: str | None, model: str | None) -> int: ...
     async def clear(self) -> int: ...
     async def recent(self, limit: int) -> list[Recent]: ...
-    async def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]: ...
     async def close(self) -> None: ...
 
 
 def _dumps(value: dict[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("cached value is not a JSON object")
+    return value
 
 
 def _matches(engine: str, model: str, want_engine: str | None, want_model: str | None) -> bool:
@@ -81,7 +89,7 @@ class MemoryTier:
 
     async def get(self, key: str) -> dict[str, Any] | None:
         text = self._cache.get(key)
-        return None if text is None else json.loads(text)
+        return None if text is None else _loads(text)
 
     async def set(self, key: str, value: dict[str, Any], *, engine: str, model: str) -> None:
         text = _dumps(value)
@@ -107,7 +115,7 @@ class MemoryTier:
     async def recent(self, limit: int) -> list[Recent]:
         return []
 
-    async def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         entries = len(self._cache)  # expires first, which also trims _meta
         return {"entries": entries, "bytes": sum(size for _, _, size in self._meta.values()),
                 "evictions": self._evictions, "capacity": self.capacity}
@@ -124,66 +132,71 @@ class DiskTier:
 
     def __init__(self, cache: diskcache.Cache) -> None:
         self._cache = cache
-        self._write_lock = threading.Lock()  # keeps the eviction arithmetic exact
+        self._write_lock = threading.Lock()  # keeps the eviction arithmetic and the snapshot exact
         self._evictions = 0
+        self._entries = 0
+        self._bytes = 0
 
     @classmethod
     async def open(cls, directory: Path, *, size_limit: int) -> "DiskTier":
         """Open (creating if needed) the cache directory; raises if unusable or corrupt."""
-        def _open() -> diskcache.Cache:
-            return diskcache.Cache(str(directory), size_limit=size_limit, eviction_policy="least-recently-used")
-        return cls(await asyncio.to_thread(_open))
+        def _open() -> DiskTier:
+            tier = cls(diskcache.Cache(str(directory), size_limit=size_limit, eviction_policy="least-recently-used"))
+            tier._refresh()
+            return tier
+        return await asyncio.to_thread(_open)
+
+    def _refresh(self) -> None:
+        self._entries, self._bytes = len(self._cache), int(self._cache.volume())
+
+    async def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run one blocking write under the write lock, in one thread hop."""
+        def run() -> Any:
+            with self._write_lock:
+                try:
+                    return fn(*args)
+                finally:
+                    self._refresh()
+        return await asyncio.to_thread(run)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         text = await asyncio.to_thread(self._cache.get, key)
-        return None if text is None else json.loads(text)
+        return None if text is None else _loads(text)
 
     def _set(self, key: str, text: str, tag: str) -> None:
-        with self._write_lock:
-            before = len(self._cache) + (0 if key in self._cache else 1)
-            self._cache.set(key, text, tag=tag)
-            # diskcache culls silently on set when over size_limit; count what went.
-            self._evictions += max(0, before - len(self._cache))
+        before = len(self._cache) + (0 if key in self._cache else 1)
+        self._cache.set(key, text, tag=tag)
+        # diskcache culls silently on set when over size_limit; count what went.
+        self._evictions += max(0, before - len(self._cache))
 
     async def set(self, key: str, value: dict[str, Any], *, engine: str, model: str) -> None:
-        await asyncio.to_thread(self._set, key, _dumps(value), f"{engine}\x00{model}")
-
-    def _delete(self, key: str) -> bool:
-        with self._write_lock:
-            return bool(self._cache.delete(key))
+        await self._locked(self._set, key, _dumps(value), f"{engine}\x00{model}")
 
     async def delete(self, key: str) -> bool:
-        return await asyncio.to_thread(self._delete, key)
+        return bool(await self._locked(self._cache.delete, key))
 
     def _delete_where(self, engine: str | None, model: str | None) -> int:
-        with self._write_lock:
-            if engine is not None and model is not None:
-                return int(self._cache.evict(f"{engine}\x00{model}"))
-            count = 0
-            for key in list(self._cache.iterkeys()):
-                _, tag = self._cache.get(key, tag=True)
-                if tag and _matches(*tag.split("\x00", 1), engine, model):
-                    count += bool(self._cache.delete(key))
-            return count
+        if engine is not None and model is not None:
+            return int(self._cache.evict(f"{engine}\x00{model}"))
+        count = 0
+        for key in list(self._cache.iterkeys()):
+            _, tag = self._cache.get(key, tag=True)
+            tag_engine, _, tag_model = (tag or "").partition("\x00")
+            if tag and _matches(tag_engine, tag_model, engine, model):
+                count += bool(self._cache.delete(key))
+        return count
 
     async def delete_where(self, engine: str | None, model: str | None) -> int:
-        return await asyncio.to_thread(self._delete_where, engine, model)
-
-    def _clear(self) -> int:
-        with self._write_lock:
-            return int(self._cache.clear())
+        return int(await self._locked(self._delete_where, engine, model))
 
     async def clear(self) -> int:
-        return await asyncio.to_thread(self._clear)
+        return int(await self._locked(self._cache.clear))
 
     async def recent(self, limit: int) -> list[Recent]:
         return []
 
-    def _stats(self) -> dict[str, Any]:
-        return {"entries": len(self._cache), "bytes": self._cache.volume(), "evictions": self._evictions}
-
-    async def stats(self) -> dict[str, Any]:
-        return await asyncio.to_thread(self._stats)
+    def stats(self) -> dict[str, Any]:
+        return {"entries": self._entries, "bytes": self._bytes, "evictions": self._evictions}
 
     async def close(self) -> None:
         await asyncio.to_thread(self._cache.close)
@@ -199,7 +212,11 @@ CREATE INDEX IF NOT EXISTS cache_entries_last_used ON cache_entries (last_used_a
 
 
 class SqliteTier:
-    """L3: durable SQLite (WAL) with its own TTL, counted from when an entry was written."""
+    """L3: durable SQLite (WAL) with its own TTL, counted from when an entry was written.
+
+    Row count and bytes are kept in memory: read once at open, then adjusted by
+    every write (each DELETE reports what it removed), under one write lock.
+    """
 
     name = "sqlite"
 
@@ -207,11 +224,14 @@ class SqliteTier:
         self._conn = conn
         self._ttl_s = ttl_s
         self._clock = clock
+        self._write = asyncio.Lock()
         self._evictions = 0
+        self._entries = 0
+        self._bytes = 0
 
     @classmethod
     async def open(cls, path: Path, *, ttl_s: float, clock: Clock = time.time) -> "SqliteTier":
-        """Open (creating if needed) the database; raises if unusable or corrupt."""
+        """Open (creating if needed) the database, dropping expired rows; raises if unusable or corrupt."""
         await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
         conn = await aiosqlite.connect(str(path), isolation_level=None)  # autocommit
         try:
@@ -219,10 +239,12 @@ class SqliteTier:
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA busy_timeout=5000")
             await conn.executescript(_SCHEMA)
+            rows = await conn.execute_fetchall("SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM cache_entries")
         except BaseException:
             await conn.close()
             raise
         tier = cls(conn, ttl_s=ttl_s, clock=clock)
+        tier._entries, tier._bytes = (int(n) for n in next(iter(rows)))
         await tier.purge_expired()
         return tier
 
@@ -230,50 +252,67 @@ class SqliteTier:
         now = self._clock()
         return now, now - self._ttl_s
 
+    async def _remove(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run a ``DELETE ... RETURNING size_bytes``; adjust the counters; return rows removed."""
+        async with self._write:
+            rows = list(await self._conn.execute_fetchall(sql, params))
+        self._entries -= len(rows)
+        self._bytes -= sum(int(r[0]) for r in rows)
+        return len(rows)
+
     async def get(self, key: str) -> dict[str, Any] | None:
         now, cutoff = self._cutoff()
         rows = await self._conn.execute_fetchall(
             "UPDATE cache_entries SET last_used_at = ? WHERE key = ? AND created_at > ? RETURNING value",
             (now, key, cutoff))
         if not rows:  # missing or expired: drop an expired row lazily
-            gone = await self._conn.execute_fetchall(
-                "DELETE FROM cache_entries WHERE key = ? AND created_at <= ? RETURNING 1", (key, cutoff))
-            self._evictions += len(list(gone))
+            self._evictions += await self._remove(
+                "DELETE FROM cache_entries WHERE key = ? AND created_at <= ? RETURNING size_bytes", (key, cutoff))
             return None
         try:
-            return json.loads(next(iter(rows))[0])
+            return _loads(next(iter(rows))[0])
         except ValueError:  # a damaged row is a miss, not a failed tier
             await self.delete(key)
             return None
 
     async def set(self, key: str, value: dict[str, Any], *, engine: str, model: str) -> None:
         text, now = _dumps(value), self._clock()
-        await self._conn.execute_fetchall(
-            "INSERT INTO cache_entries (key, value, engine, model, created_at, last_used_at, size_bytes)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
-            " engine = excluded.engine, model = excluded.model, created_at = excluded.created_at,"
-            " last_used_at = excluded.last_used_at, size_bytes = excluded.size_bytes",
-            (key, text, engine, model, now, now, len(text.encode("utf-8"))))
-
-    async def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        return len(list(await self._conn.execute_fetchall(sql, params)))
+        size = len(text.encode("utf-8"))
+        async with self._write:
+            old = list(await self._conn.execute_fetchall(
+                "SELECT size_bytes FROM cache_entries WHERE key = ?", (key,)))
+            await self._conn.execute_fetchall(
+                "INSERT INTO cache_entries (key, value, engine, model, created_at, last_used_at, size_bytes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+                " engine = excluded.engine, model = excluded.model, created_at = excluded.created_at,"
+                " last_used_at = excluded.last_used_at, size_bytes = excluded.size_bytes",
+                (key, text, engine, model, now, now, size))
+        self._entries += 0 if old else 1
+        self._bytes += size - (int(old[0][0]) if old else 0)
 
     async def delete(self, key: str) -> bool:
-        return await self._count("DELETE FROM cache_entries WHERE key = ? RETURNING 1", (key,)) > 0
+        return await self._remove("DELETE FROM cache_entries WHERE key = ? RETURNING size_bytes", (key,)) > 0
 
     async def delete_where(self, engine: str | None, model: str | None) -> int:
-        return await self._count(
-            "DELETE FROM cache_entries WHERE (? IS NULL OR engine = ?) AND (? IS NULL OR model = ?) RETURNING 1",
-            (engine, engine, model, model))
+        return await self._remove(
+            "DELETE FROM cache_entries WHERE (? IS NULL OR engine = ?) AND (? IS NULL OR model = ?)"
+            " RETURNING size_bytes", (engine, engine, model, model))
 
     async def clear(self) -> int:
-        return await self._count("DELETE FROM cache_entries RETURNING 1")
+        return await self._remove("DELETE FROM cache_entries RETURNING size_bytes")
 
     async def purge_expired(self) -> int:
         """Delete every expired row; returns how many went."""
-        count = await self._count("DELETE FROM cache_entries WHERE created_at <= ? RETURNING 1", (self._cutoff()[1],))
+        count = await self._remove(
+            "DELETE FROM cache_entries WHERE created_at <= ? RETURNING size_bytes", (self._cutoff()[1],))
         self._evictions += count
         return count
+
+    async def touch(self, keys: list[str]) -> None:
+        """Record uses served by faster tiers (oldest first), so ``recent`` stays most-recently-used."""
+        now = self._clock()
+        await self._conn.executemany("UPDATE cache_entries SET last_used_at = ? WHERE key = ?",
+                                     [(now - (len(keys) - i) * 1e-6, k) for i, k in enumerate(keys)])
 
     async def recent(self, limit: int) -> list[Recent]:
         """Live entries, most recently used first (what warming L1 wants)."""
@@ -283,17 +322,14 @@ class SqliteTier:
         out: list[Recent] = []
         for key, text, engine, model in rows:
             try:
-                out.append((key, json.loads(text), engine, model))
+                out.append((key, _loads(text), engine, model))
             except ValueError:
                 continue
         return out
 
-    async def stats(self) -> dict[str, Any]:
-        rows = await self._conn.execute_fetchall(
-            "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM cache_entries WHERE created_at > ?",
-            (self._cutoff()[1],))
-        entries, size = next(iter(rows))
-        return {"entries": int(entries), "bytes": int(size), "evictions": self._evictions}
+    def stats(self) -> dict[str, Any]:
+        """Rows stored (expired rows count until a read or ``purge_expired`` drops them)."""
+        return {"entries": self._entries, "bytes": self._bytes, "evictions": self._evictions}
 
     async def close(self) -> None:
         await self._conn.close()

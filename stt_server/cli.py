@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .errors import STTError
 from .formats import FORMATS, render
 from .intake import JobOptions, accept_upload, wait_finished
 from .logs import configure_logging
@@ -127,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     configure_logging("warning", "auto")
-    return asyncio.run(_transcribe(args))
+    try:
+        return asyncio.run(_transcribe(args))
+    except STTError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,12 +16,13 @@ class STTError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    default_param: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = param if param is not None else self.default_param
         if code is not None:
             self.code = code
         self.headers = headers or {}
@@ -37,6 +38,7 @@ class BadRequest(STTError):
 
 class InvalidAudio(BadRequest):
     code = "invalid_audio"
+    default_param = "file"
 
 
 class Unauthorized(STTError):

@@ -108,8 +108,8 @@ def _cue_text(text: str, *, escape: bool) -> str:
     while "-->" in body:
         body = body.replace("-->", "->")
     if escape:
-        # In WebVTT cue text "&" and "<" start entities and tags.
-        body = body.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        # In WebVTT cue text "&" and "<" start entities and tags; ">" is harmless.
+        body = body.replace("&", "&amp;").replace("<", "&lt;")
     return body
 
 

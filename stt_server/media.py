@@ -218,7 +218,12 @@ def _wav_data_bytes(local: str, size: int) -> tuple[int | None, int] | None:
 
 
 class _Decoder:
-    """ffmpeg decoding a local file to raw PCM on stdout, killed at a deadline."""
+    """ffmpeg decoding a local file to raw PCM on stdout, killed at a deadline.
+
+    Use as a context manager around reading `blocks()`: leaving normally reaps
+    ffmpeg and raises `InvalidAudio` if it failed or timed out; leaving by an
+    exception kills it and lets the exception through.
+    """
 
     def __init__(self, args: list[str], timeout_s: float) -> None:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # a file, so a chatty ffmpeg never blocks
@@ -238,17 +243,21 @@ class _Decoder:
         while block := self.proc.stdout.read(READ_BLOCK):
             yield block
 
-    def finish(self) -> None:
-        """Reap ffmpeg; raise `InvalidAudio` if it failed or ran out of time."""
-        self._timer.cancel()
-        if self.proc.poll() is None:
+    def __enter__(self) -> _Decoder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
             self.proc.kill()
-        code = self.proc.wait()
+        code = self.proc.wait()  # the timer still bounds this wait
+        self._timer.cancel()
         self._stderr.seek(0)
         message = self._stderr.read(2000).decode("utf-8", "replace").strip()
         self._stderr.close()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if exc_type is not None:
+            return
         if self.timed_out:
             raise InvalidAudio("decoding the audio took too long")
         if code != 0:
@@ -274,11 +283,10 @@ def energy_envelope(path: str | Path, frame_s: float = 0.05, timeout_s: float = 
     """
     local = _local_path(path)
     frame_len = max(1, round(frame_s * ENVELOPE_RATE))
-    decoder = _Decoder(_decode_args(local, ENVELOPE_RATE), timeout_s)
     levels: list[np.ndarray] = []
     carry = np.empty(0, dtype=np.float64)
     pending = b""
-    try:
+    with _Decoder(_decode_args(local, ENVELOPE_RATE), timeout_s) as decoder:
         for block in decoder.blocks():
             block, pending = pending + block, b""
             if len(block) % 2:  # never split a 16-bit sample
@@ -287,8 +295,6 @@ def energy_envelope(path: str | Path, frame_s: float = 0.05, timeout_s: float = 
             whole = len(samples) - len(samples) % frame_len
             levels.append(_frame_db(samples[:whole].reshape(-1, frame_len)))
             carry = samples[whole:]
-    finally:
-        decoder.finish()
     if len(carry):
         levels.append(_frame_db(carry.reshape(1, -1)))
     return np.concatenate(levels).astype(np.float32) if levels else np.empty(0, dtype=np.float32)
@@ -318,11 +324,10 @@ def extract_pcm(path: str | Path, start_s: float, end_s: float, timeout_s: float
     preroll = min(first, PREROLL_SAMPLES)
     # Ask for a little more than needed, then trim: ffmpeg's -t may round down by a sample.
     span = ((first - preroll) / SAMPLE_RATE, (preroll + count + 160) / SAMPLE_RATE)
-    decoder = _Decoder(_decode_args(local, SAMPLE_RATE, span), timeout_s)
     out = np.zeros(count, dtype=np.float32)
     skip, filled = preroll, 0
     pending = b""
-    try:
+    with _Decoder(_decode_args(local, SAMPLE_RATE, span), timeout_s) as decoder:
         for block in decoder.blocks():
             block, pending = pending + block, b""
             if len(block) % 2:
@@ -334,8 +339,6 @@ def extract_pcm(path: str | Path, start_s: float, end_s: float, timeout_s: float
             if take > 0:
                 out[filled:filled + take] = samples[:take] / np.float32(32768.0)
                 filled += take
-    finally:
-        decoder.finish()
     return out
 
 

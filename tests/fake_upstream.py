@@ -64,6 +64,9 @@ class FakeUpstream:
     clients: set[tuple[str, int]] = field(default_factory=set)
     port: int = 0
 
+    def __post_init__(self) -> None:
+        self.script = collections.deque(self.script)  # accept a plain list of scripted answers
+
     @property
     def base_url(self) -> str:
         scheme = "https" if self.tls_cert_path else "http"

@@ -100,10 +100,10 @@ async def test_hit_in_l3_is_promoted_to_l1_and_l2(manager: CacheManager, tiers: 
     assert await manager.get(k) == {"text": "hi"}
     assert await l1.get(k.value) == {"text": "hi"}
     assert await l2.get(k.value) == {"text": "hi"}
-    stats = await manager.stats()
+    stats = manager.stats()
     assert [(stats[t]["hits"], stats[t]["misses"]) for t in ("l1", "l2", "l3")] == [(0, 1), (0, 1), (1, 0)]
     assert await manager.get(k) == {"text": "hi"}
-    stats = await manager.stats()
+    stats = manager.stats()
     assert (stats["l1"]["hits"], stats["l1"]["hit_rate"], stats["l2"]["misses"]) == (1, 0.5, 1)
 
 
@@ -113,7 +113,7 @@ async def test_set_writes_through_and_miss_is_none(manager: CacheManager, tiers:
     await manager.set(k, {"text": "hi"})
     for tier in tiers:
         assert await tier.get(k.value) == {"text": "hi"}
-    stats = await manager.stats()
+    stats = manager.stats()
     assert all(stats[t]["entries"] == 1 and stats[t]["bytes"] > 0 for t in ("l1", "l2", "l3"))
     assert set(stats["l1"]) >= {"hits", "misses", "hit_rate", "entries", "bytes", "evictions", "errors"}
 
@@ -149,7 +149,7 @@ async def test_invalidate_everything_cascades(manager: CacheManager, tiers: Any)
     for n in range(3):
         await manager.set(key(n), {"n": n})
     assert await manager.invalidate(everything=True) == 3
-    assert all(s["entries"] == 0 for s in (await manager.stats()).values())
+    assert all(s["entries"] == 0 for s in manager.stats().values())
     with pytest.raises(ValueError):
         await manager.invalidate()
 
@@ -163,8 +163,23 @@ async def test_warm_fills_l1_with_most_recent_within_its_bound(tmp_path: Path, c
     manager = CacheManager(l1, None, l3, clock=clock)
     assert await manager.warm(10) == 3
     assert [await l1.get(key(n).value) is not None for n in range(5)] == [False, False, True, True, True]
-    assert (await l1.stats())["evictions"] == 0
+    assert l1.stats()["evictions"] == 0
     await manager.close()
+
+
+async def test_warm_after_restart_follows_hits_served_above_l3(tmp_path: Path, clock: FakeClock) -> None:
+    first = await open_cache(tmp_path, settings(), clock=clock)
+    for n in range(5):
+        await first.set(key(n), {"n": n})
+        clock.advance(1)
+    assert await first.get(key(0)) == {"n": 0}  # an L1 hit: L3 never sees it directly
+    assert first.stats()["l3"]["hits"] == 0
+    await first.close()
+    second = await open_cache(tmp_path, settings(l1_max_entries=2), clock=clock)
+    l1 = second.tier("l1")
+    assert l1 is not None
+    assert [await l1.get(key(n).value) is not None for n in range(5)] == [True, False, False, False, True]
+    await second.close()
 
 
 def settings(**changes: Any) -> CacheSettings:
@@ -181,18 +196,18 @@ async def test_hits_survive_a_restart(tmp_path: Path, clock: FakeClock) -> None:
 
     warmed = await open_cache(tmp_path, settings(), clock=clock)  # warmed: L1 serves it
     assert await warmed.get(k) == {"text": "kept"}
-    assert (await warmed.stats())["l1"]["hits"] == 1
+    assert warmed.stats()["l1"]["hits"] == 1
     await warmed.close()
 
     cold = await open_cache(tmp_path, settings(warm_entries=0), clock=clock)  # not warmed: L2 serves it
     assert await cold.get(k) == {"text": "kept"}
-    assert (await cold.stats())["l2"]["hits"] == 1
+    assert cold.stats()["l2"]["hits"] == 1
     await cold.close()
 
     l3_only = await open_cache(tmp_path, settings(warm_entries=0, l2_size_bytes=0), clock=clock)
     assert await l3_only.get(k) == {"text": "kept"}
-    assert set(await l3_only.stats()) == {"l1", "l3"}
-    assert (await l3_only.stats())["l3"]["hits"] == 1
+    assert setl3_only.stats() == {"l1", "l3"}
+    assert l3_only.stats()["l3"]["hits"] == 1
     await l3_only.close()
 
 
@@ -215,7 +230,7 @@ async def test_broken_l2_and_l3_degrade_to_what_works(tmp_path: Path, clock: Fak
         assert await manager.get(k) is None
         await manager.set(k, {"text": SECRET})
         assert await manager.get(k) == {"text": SECRET}
-        stats = await manager.stats()
+        stats = manager.stats()
     assert stats["l1"]["errors"] == 0 and stats["l1"]["hits"] == 1
     for t in ("l2", "l3"):
         assert (stats[t]["errors"], stats[t]["available"]) == (1, False)  # bypassed while cooling down
@@ -236,7 +251,7 @@ async def test_a_tier_that_can_not_open_is_reopened_later(tmp_path: Path, clock:
     await manager.set(k, {"text": "x"})
     l2 = manager.tier("l2")
     assert l2 is not None and await l2.get(k.value) == {"text": "x"}
-    assert (await manager.stats())["l2"]["available"] is True
+    assert manager.stats()["l2"]["available"] is True
     await manager.close()
 
 
@@ -272,8 +287,10 @@ class FlakyTier:
     async def recent(self, limit: int) -> list[Recent]:
         return await self._do("recent", limit)
 
-    async def stats(self) -> dict[str, Any]:
-        return await self._do("stats")
+    def stats(self) -> dict[str, Any]:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        return self.inner.stats()
 
     async def close(self) -> None:
         pass
@@ -288,11 +305,11 @@ async def test_a_failing_tier_is_bypassed_counted_and_retried(tiers: Any, clock:
     assert await manager.get(k) == {"text": "x"}
     await manager.invalidate(everything=True)
     assert flaky.calls == 1  # bypassed during the cool-down
-    stats = await manager.stats()
+    stats = manager.stats()
     assert (stats["l2"]["errors"], stats["l2"]["available"], stats["l3"]["entries"]) == (1, False, 0)
     clock.advance(31)
     assert await manager.get(k) is None  # retried, fails again
-    assert (flaky.calls, (await manager.stats())["l2"]["errors"]) == (2, 2)
+    assert (flaky.calls, manager.stats()["l2"]["errors"]) == (2, 2)
 
 
 async def test_invalidation_missed_while_down_is_replayed_on_recovery(tiers: Any, clock: FakeClock) -> None:

