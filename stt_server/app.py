@@ -8,7 +8,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from .errors import error_middleware
-from .routes import health, jobs
+from .routes import health, jobs, openai
 from .services import SERVICES, EngineFactory, default_engines, open_services
 from .settings import Settings
 
@@ -28,4 +28,5 @@ def create_app(settings: Settings, engine_factory: EngineFactory = default_engin
     app.cleanup_ctx.append(services_ctx)
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(openai.routes)
     return app

@@ -24,6 +24,8 @@ class JobOptions:
     engine: str | None = None
     webhook_url: str | None = None
     owner: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
 
 
 def parse_options(fields: dict[str, str], *, default_priority: str = "normal") -> JobOptions:
@@ -70,7 +72,7 @@ async def accept_upload(svc: Services, spooled: SpooledFile, filename: str, opti
         filename=_safe_name(filename), size_bytes=spooled.size_bytes, sha256=spooled.sha256,
         duration_s=info.duration_s, engine=engine.name, model=engine.model, created_at=time.time(),
         language=options.language, prompt=options.prompt, webhook_url=options.webhook_url,
-        owner=options.owner,
+        owner=options.owner, temperature=options.temperature, word_timestamps=options.word_timestamps,
     )
     await svc.store.insert_job(job)
     await svc.bus.emit("job.created", job.id, filename=job.filename, size_bytes=job.size_bytes,

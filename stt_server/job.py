@@ -55,6 +55,8 @@ class Job:
     prompt: str | None = None
     webhook_url: str | None = None
     owner: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
     chunks_total: int = 0
     chunks_done: int = 0
     cached: bool = False

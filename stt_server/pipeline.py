@@ -41,9 +41,15 @@ class Outcome:
     cached: bool
 
 
+def _version(job: Job) -> str:
+    """The pipeline version plus the decoding options that change a result."""
+    options = f"t{job.temperature:g}" + ("+words" if job.word_timestamps else "")
+    return f"{PIPELINE_VERSION}/{options}"
+
+
 def job_file_key(job: Job, engine: Engine) -> CacheKey:
     return file_key(job.sha256, engine=engine.name, model=engine.model, language=job.language,
-                    prompt=job.prompt, version=PIPELINE_VERSION)
+                    prompt=job.prompt, version=_version(job))
 
 
 def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:
@@ -135,12 +141,13 @@ class Pipeline:
         samples = await asyncio.to_thread(
             extract_pcm, path, chunk.start, chunk.end, self.settings.ffmpeg_timeout_s)
         key = chunk_key(pcm_sha256(samples), engine=engine.name, model=engine.model,
-                        language=job.language, prompt=job.prompt, version=PIPELINE_VERSION)
+                        language=job.language, prompt=job.prompt, version=_version(job))
         hit = await self.cache.get(key) if self.cache else None
         if hit is not None:
             await self.bus.emit("chunk.cache_hit", job.id, index=chunk.index)
             return Transcript.from_dict(hit)
         request = ChunkRequest(samples=samples, language=job.language, prompt=job.prompt,
+                               temperature=job.temperature, word_timestamps=job.word_timestamps,
                                job_id=job.id, chunk_index=chunk.index)
         result = await self._with_retries(job, engine, chunk, request)
         if self.cache:

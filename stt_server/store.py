@@ -62,11 +62,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_job ON events(job_id, id);
     """,
+    # 2: decoding options asked for through the OpenAI-compatible route
+    """
+    ALTER TABLE jobs ADD COLUMN temperature REAL NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN word_timestamps INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 _JOB_COLUMNS = (
     "id", "status", "priority", "filename", "size_bytes", "sha256", "duration_s", "engine", "model",
-    "language", "prompt", "webhook_url", "owner", "chunks_total", "chunks_done", "cached",
+    "language", "prompt", "webhook_url", "owner", "temperature", "word_timestamps", "chunks_total", "chunks_done", "cached",
     "created_at", "started_at", "finished_at", "error",
 )
 
@@ -93,6 +98,7 @@ def _row_to_job(row: aiosqlite.Row) -> Job:
     values = {k: row[k] for k in _JOB_COLUMNS}
     values["status"] = Status(values["status"])
     values["cached"] = bool(values["cached"])
+    values["word_timestamps"] = bool(values["word_timestamps"])
     return Job(**values)
 
 
