@@ -14,6 +14,7 @@ from .errors import STTError
 from .formats import FORMATS, render
 from .intake import JobOptions, accept_upload, wait_finished
 from .logs import configure_logging
+from .memory import tune_malloc
 from .services import Services, open_services
 from .settings import Settings, load_settings
 from .transcript import Transcript
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    tune_malloc()
     if args.command == "serve":
         return _serve(args)
     configure_logging("warning", "auto")
