@@ -19,6 +19,14 @@ async def _blocks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield block
 
 
+def requester(request: web.Request) -> str:
+    """Who is asking: the authenticated key's id when there is one, else the peer address.
+
+    Jobs record it as their owner; the queue takes turns between owners."""
+    principal = request.get("principal_id")
+    return str(principal) if principal else f"ip:{request.remote or 'unknown'}"
+
+
 async def _read_field(part: BodyPartReader) -> str:
     data = bytearray()
     while block := await part.read_chunk(READ_BLOCK):

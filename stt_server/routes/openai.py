@@ -15,7 +15,7 @@ from ..intake import JobOptions, accept_upload, parse_options, wait_finished
 from ..job import Status
 from ..services import SERVICES, Services
 from ..transcript import Transcript
-from .multipart import read_upload
+from .multipart import read_upload, requester
 
 routes = web.RouteTableDef()
 
@@ -36,7 +36,8 @@ def _engine_for_model(svc: Services, model: str | None) -> Engine:
                    param="model", code="model_not_found")
 
 
-def _options(svc: Services, fields: dict[str, str], engine: Engine) -> tuple[JobOptions, str, bool]:
+def _options(svc: Services, fields: dict[str, str], engine: Engine,
+             owner: str) -> tuple[JobOptions, str, bool]:
     fmt = (fields.get("response_format") or "json").strip()
     if fmt not in FORMATS:
         raise BadRequest(f"unknown response_format {fmt!r}; use one of {', '.join(FORMATS)}",
@@ -59,7 +60,7 @@ def _options(svc: Services, fields: dict[str, str], engine: Engine) -> tuple[Job
     base = parse_options({k: v for k, v in fields.items() if k in ("language", "prompt")},
                          default_priority=svc.settings.openai.priority)
     options = JobOptions(language=base.language, prompt=base.prompt, priority=base.priority,
-                         engine=engine.name, temperature=temperature, word_timestamps=words)
+                         engine=engine.name, temperature=temperature, word_timestamps=words, owner=owner)
     return options, fmt, words
 
 
@@ -69,7 +70,7 @@ async def transcriptions(request: web.Request) -> web.Response:
     spooled, filename, fields = await read_upload(request, svc)
     try:
         engine = _engine_for_model(svc, fields.get("model"))
-        options, fmt, words = _options(svc, fields, engine)
+        options, fmt, words = _options(svc, fields, engine, requester(request))
     except BaseException:
         svc.spool.discard(spooled)
         raise
