@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.serverproc import running_server
+from tests.serverproc import running_server
 from tests.corpus import build_long_audio, wer
 
 INPUTS = Path(tempfile.gettempdir()) / "stt-bench-inputs"

@@ -87,6 +87,7 @@ export function bytes(n) {
 
 export function seconds(s) {
   if (s == null || !isFinite(s)) return "–";
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
   return s < 10 ? `${s.toFixed(1)} s` : s < 120 ? `${Math.round(s)} s` : clock(s);
 }
 
@@ -99,6 +100,6 @@ export function h(tag, attrs = {}, ...children) {
     else if (k === "text") el.textContent = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) if (c != null && c !== false) el.append(c);
+  for (const c of children.flat(Infinity)) if (c != null && c !== false) el.append(c);
   return el;
 }

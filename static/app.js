@@ -42,7 +42,7 @@ function patch(id, changes) {
 
 function metaLine(job) {
   const parts = [`${clock(job.duration_s)} audio`, job.priority, [job.engine, job.model].filter(Boolean).join(" · ")];
-  if (job.status === "queued" && job.queue_position != null) parts.push(`#${job.queue_position + 1} in queue`);
+  if (job.status === "queued" && job.queue_position != null) parts.push(`#${job.queue_position} in queue`);
   if (job.status === "running" && job.started_at) parts.push(`running ${seconds(Date.now() / 1000 - job.started_at)}`);
   if (job.finished_at && job.started_at) parts.push(`took ${seconds(job.finished_at - job.started_at)}`);
   return parts.filter(Boolean).join(" · ");
@@ -76,7 +76,7 @@ function render(job) {
   const pct = percent(job);
   const status = job.local_cancelled ? "cancelled" : job.status;
   li.dataset.status = status;
-  const key = JSON.stringify([status, pct, metaLine(job), job.cached, job.error, job.filename]);
+  const key = JSON.stringify([status, pct, metaLine(job), job.cached, job.error, job.filename, !!job.local_cancelled]);
   if (li.dataset.key === key) return li;
   const focused = li.contains(document.activeElement) ? document.activeElement.dataset.action : null;
   li.dataset.key = key;
@@ -275,7 +275,7 @@ async function send({ file, fields, li, bar, state }) {
     const job = await uploadJob(file, fields, show);
     show(1);
     li.classList.add("ok");
-    state.textContent = job.cached ? "Uploaded · already transcribed" : "Uploaded · queued";
+    state.textContent = job.cached ? "Uploaded · already transcribed" : "Uploaded";
     upsert(job);
     place();
     setTimeout(() => li.remove(), 5000);

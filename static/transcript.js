@@ -40,7 +40,9 @@ export function mount(root, { id, toast, messageOf }) {
     let current = -1;
     audio.addEventListener("timeupdate", () => {
       const t = audio.currentTime;
-      const i = segments.findIndex((s) => t >= s.start && t < s.end);
+      let i = segments.length - 1; // the latest segment begun: neighbours may overlap by a little
+      while (i >= 0 && segments[i].start > t) i--;
+      if (i >= 0 && t >= segments[i].end + 0.5) i = -1;
       if (i === current) return;
       buttons[current]?.removeAttribute("aria-current");
       if (i >= 0) buttons[i].setAttribute("aria-current", "true");

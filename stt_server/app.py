@@ -8,7 +8,11 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from .errors import error_middleware
+from .metrics import METRICS, MetricsCollector, metrics_middleware
+from .request_id import echo_request_id, request_id_middleware
 from .routes import health, jobs, openai
+from .routes.metrics import routes as metrics_routes
+from .routes.ui import setup_ui
 from .services import SERVICES, EngineFactory, default_engines, open_services
 from .settings import Settings
 
@@ -17,16 +21,32 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 def create_app(settings: Settings, engine_factory: EngineFactory = default_engines) -> web.Application:
     """Build the app; its services open on start-up and close on clean-up."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
+    # Outermost first: the request id wraps everything, metrics see the error middleware's statuses.
+    app = web.Application(middlewares=[request_id_middleware, metrics_middleware, error_middleware],
+                          client_max_size=1 << 20)
+    collector = app[METRICS] = MetricsCollector()
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_services(settings, engine_factory) as services:
+        # The engines load after the server listens: /healthz answers, /readyz is 503 until then.
+        async with open_services(settings, engine_factory, background=True,
+                                 listeners=[collector.on_event]) as services:
             app[SERVICES] = services
             yield
             services.accepting = False
 
+    async def stop_accepting(app: web.Application) -> None:
+        """First step of shutdown, before clean-up: readiness goes 503 and uploads are refused."""
+        services = app.get(SERVICES)
+        if services is not None and services.accepting:
+            services.accepting = False
+            await services.bus.emit("server.stopping")
+
     app.cleanup_ctx.append(services_ctx)
+    app.on_shutdown.append(stop_accepting)
+    app.on_response_prepare.append(echo_request_id)
     app.add_routes(health.routes)
+    app.add_routes(metrics_routes)
     app.add_routes(jobs.routes)
+    setup_ui(app, STATIC_DIR)
     app.add_routes(openai.routes)
     return app

@@ -20,7 +20,7 @@ EVENT_NAMES = (
     "chunk.planned", "chunk.started", "chunk.completed", "chunk.cache_hit", "chunk.skipped_silent",
     "chunk.retried", "chunk.failed",
     "cache.invalidated", "upstream.circuit_opened", "upstream.circuit_closed",
-    "server.started", "server.stopping",
+    "engine.ready", "engine.failed", "server.started", "server.stopping",
 )
 TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled", "job.deleted"})
 
@@ -50,22 +50,34 @@ class EventBus:
     _subscribers: dict[str | None, set[asyncio.Queue[Event]]] = field(default_factory=lambda: defaultdict(set))
     _listeners: list[Listener] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Persist-then-deliver under one lock: subscribers see a job's events in id order, so a
+    # client's Last-Event-ID is a complete cursor (nothing below it can still arrive).
+    _order: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     async def emit(self, name: str, job_id: str | None = None, **data: Any) -> Event:
-        now = self.clock()
-        event_id = await self.store.add_event(job_id, name, data, now) if job_id else 0
-        event = Event(event_id, name, job_id, data, now)
-        self.counts[name] += 1
-        for queue in (*self._subscribers.get(job_id, ()), *self._subscribers.get(None, ())):
-            queue.put_nowait(event)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:  # noqa: BLE001 - a listener must never break the pipeline
-                log.exception("event_listener_failed", event_name=name)
+        """Persist (job events only), then deliver to subscribers and listeners.
+
+        An event emitted while a request id is bound (an HTTP request, or a job that one created)
+        carries it as ``request_id``, so a job can be traced back to the request that made it.
+        """
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id is not None:
+            data.setdefault("request_id", request_id)
+        async with self._order:
+            now = self.clock()
+            event_id = await self.store.add_event(job_id, name, data, now) if job_id else 0
+            event = Event(event_id, name, job_id, data, now)
+            self.counts[name] += 1
+            for queue in (*self._subscribers.get(job_id, ()), *self._subscribers.get(None, ())):
+                queue.put_nowait(event)
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:  # noqa: BLE001 - a listener must never break the pipeline
+                    log.exception("event_listener_failed", event_name=name)
         return event
 
     def subscribe(self, job_id: str | None) -> asyncio.Queue[Event]:
@@ -84,3 +96,11 @@ class EventBus:
     async def history(self, job_id: str, after_id: int = 0) -> list[Event]:
         rows = await self.store.events_for(job_id, after_id)
         return [Event(r.id, r.name, r.job_id, r.data, r.created_at) for r in rows]
+
+    async def origin_request_id(self, job_id: str) -> str | None:
+        """The request id stamped on the job's ``job.created`` event, if any."""
+        for event in await self.history(job_id):
+            if event.name == "job.created":
+                request_id = event.data.get("request_id")
+                return str(request_id) if request_id is not None else None
+        return None

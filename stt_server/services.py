@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Mapping
+from typing import AsyncIterator, Callable, Mapping, Sequence
 
 import structlog
 
@@ -13,7 +14,7 @@ from .cache import CacheManager, open_cache
 from .engines.base import Engine
 from .engines.local import LocalEngine
 from .errors import BadRequest
-from .events import EventBus
+from .events import EventBus, Listener
 from .job import Job, Status
 from .jobqueue import JobQueue
 from .pipeline import Pipeline
@@ -44,6 +45,9 @@ class Services:
     workers: Workers
     started_at: float = field(default_factory=time.time)
     accepting: bool = True
+    engines_started: bool = False
+    startup_error: str | None = None
+    _starting: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def engine_for(self, name: str | None) -> Engine:
         """The engine a request names, or the default one."""
@@ -55,10 +59,45 @@ class Services:
 
     @property
     def ready(self) -> bool:
-        return self.accepting and all(e.ready for e in self.engines.values())
+        """Taking work: engines started and ready, and not shutting down."""
+        return self.accepting and self.engines_started and all(e.ready for e in self.engines.values())
+
+    async def start_engines(self, *, start_workers: bool = True) -> None:
+        """Start (load) every engine, then the workers: until then, jobs wait in the queue."""
+        for name, engine in self.engines.items():
+            began = time.perf_counter()
+            try:
+                await engine.start()
+            except Exception as exc:
+                self.startup_error = f"engine {name} failed to start: {type(exc).__name__}: {exc}"
+                log.exception("engine_start_failed", engine=name)
+                await self.bus.emit("engine.failed", engine=name, error=self.startup_error)
+                raise
+            seconds = round(time.perf_counter() - began, 3)
+            log.info("engine_ready", engine=name, seconds=seconds)
+            await self.bus.emit("engine.ready", engine=name, seconds=seconds)
+        self.engines_started = True
+        if start_workers:
+            self.workers.start()
+
+    def start_engines_in_background(self, *, start_workers: bool = True) -> asyncio.Task[None]:
+        """The server listens (healthz, readyz 503, uploads queue) while the model loads."""
+
+        async def run() -> None:
+            with contextlib.suppress(Exception):  # logged and kept in startup_error; readyz says 503
+                await self.start_engines(start_workers=start_workers)
+
+        self._starting = asyncio.create_task(run(), name="engines-start")
+        return self._starting
+
+    async def wait_ready(self) -> None:
+        """Wait until the engines have started or failed to (see ``ready`` and ``startup_error``)."""
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
 
     async def enqueue(self, job: Job, *, force: bool = False) -> None:
-        await self.queue.put(job.id, job.priority, force=force)
+        await self.queue.put(job.id, job.priority, client=job.owner or "", force=force,
+                             enqueued_at=job.created_at)
         await self.bus.emit("job.queued", job.id, priority=job.priority)
 
     async def resume_unfinished(self) -> int:
@@ -78,13 +117,17 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, engine_factory: EngineFactory = default_engines,
-                        *, workers: bool = True) -> AsyncIterator[Services]:
+                        *, workers: bool = True, background: bool = False,
+                        listeners: Sequence[Listener] = ()) -> AsyncIterator[Services]:
+    """Open everything; ``background`` loads engines after yielding, ``listeners`` hear every event."""
     data = settings.data_path
     data.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
         store = await Store.open(data / "jobs.sqlite3")
         stack.push_async_callback(store.close)
         bus = EventBus(store)
+        for listener in listeners:
+            bus.add_listener(listener)
         cache = await open_cache(data, settings.cache)
         stack.push_async_callback(cache.close)
         spool = Spool(data / "spool")
@@ -92,18 +135,27 @@ async def open_services(settings: Settings, engine_factory: EngineFactory = defa
         engines = dict(engine_factory(settings))
         for engine in engines.values():
             stack.push_async_callback(engine.close)
-            await engine.start()
-        queue = JobQueue(max_queued=settings.queue.max_queued)
+        queue = JobQueue(max_queued=settings.queue.max_queued, ageing_s=settings.queue.ageing_s)
         pipeline = Pipeline(settings.pipeline, store, bus, cache, spool.directory)
         runner = Workers(settings.queue.job_workers, queue, store, bus, pipeline, engines)
         services = Services(settings, store, bus, cache, spool, engines, queue, pipeline, runner)
         resumed = await services.resume_unfinished()
         if workers:
-            runner.start()
             stack.push_async_callback(runner.stop)
+        if background:
+            stack.push_async_callback(_cancel, services.start_engines_in_background(start_workers=workers))
+        else:
+            await services.start_engines(start_workers=workers)
         log.info("services_started", data_dir=str(data), engines=list(engines), resumed=resumed)
+        await bus.emit("server.started", engines=list(engines), resumed=resumed)
         yield services
         services.accepting = False
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Stop a start-up still loading (first, so it cannot start workers while they stop)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 from aiohttp import web  # noqa: E402 - the key that carries Services through the aiohttp app

@@ -23,6 +23,7 @@ class ServerSettings:
 class QueueSettings:
     job_workers: int = 2
     max_queued: int = 1000
+    ageing_s: float = 600.0
 
 
 @dataclass(frozen=True)

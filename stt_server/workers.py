@@ -90,7 +90,9 @@ class Workers:
         job = await self.store.get_job(job_id)
         if job is None or job.status.finished:
             return
-        structlog.contextvars.bind_contextvars(job_id=job_id)
+        # The job's own task: these bindings reach every line and event of its pipeline, no further.
+        request_id = await self.bus.origin_request_id(job_id)
+        structlog.contextvars.bind_contextvars(job_id=job_id, **({"request_id": request_id} if request_id else {}))
         started = job.started_at or self.clock()
         await self.store.update_job(job_id, status=Status.RUNNING, started_at=started)
         await self.bus.emit("job.started", job_id, engine=job.engine, model=job.model)

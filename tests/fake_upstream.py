@@ -97,6 +97,7 @@ class FakeUpstream:
 
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
+            self._loop.set_exception_handler(_quiet_cancellation)
             self._stop = asyncio.Event()
             ready.set()
             await serve(self.app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
@@ -169,6 +170,12 @@ class FakeUpstream:
             return await _send_json(send, status, _error(f"scripted {status}", headers), extra)
         data = self.responder(call) if self.responder else default_transcript(call)
         await _send_json(send, 200, data)
+
+
+def _quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # Python 3.11 logs every connection task that shutdown cancels; those are expected here.
+    if not isinstance(context.get("exception"), asyncio.CancelledError):
+        loop.default_exception_handler(context)
 
 
 def default_transcript(call: Call) -> dict[str, Any]:

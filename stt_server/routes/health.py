@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
 
 from ..errors import Unavailable
-from ..services import SERVICES
+from ..metrics import METRICS
+from ..services import SERVICES, Services
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. 200 while loading and while shutting down too."""
     return web.json_response({"status": "ok"})
+
+
+async def _not_ready(svc: Services) -> list[str]:
+    """What keeps the server from taking work; empty when it is ready."""
+    problems = [] if svc.accepting else ["shutting down"]
+    if svc.startup_error:
+        problems.append(svc.startup_error)
+    problems += [f"engine {n} is loading" for n, e in svc.engines.items()
+                 if not (svc.engines_started and e.ready) and not svc.startup_error]
+    try:
+        await asyncio.wait_for(svc.store.schema_version(), timeout=2.0)
+    except Exception:  # noqa: BLE001 - any failure of the probe means "store not usable"
+        problems.append("the store is not open")
+    return problems
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    """Readiness for a load balancer: 200 when the store is open, engines ready, not shutting down; else 503."""
     svc = request.app.get(SERVICES)
-    if svc is None or not svc.ready:
-        raise Unavailable("not ready: starting, loading the model or shutting down")
+    problems = ["starting"] if svc is None else await _not_ready(svc)
+    if svc is None or problems:
+        raise Unavailable("not ready: " + "; ".join(problems), headers={"Retry-After": "5"})
     return web.json_response({"status": "ready", "engines": {n: e.ready for n, e in svc.engines.items()}})
 
 
@@ -38,4 +57,5 @@ async def admin_stats(request: web.Request) -> web.Response:
         "cache": svc.cache.stats() if svc.cache else {},
         "engines": {name: engine.stats() for name, engine in svc.engines.items()},
         "events": dict(svc.bus.counts),
+        "metrics": request.app[METRICS].summary() if METRICS in request.app else {},
     })

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -15,7 +16,7 @@ from ..job import Job, Status
 from ..pipeline import job_file_key
 from ..services import SERVICES, Services
 from ..transcript import Transcript
-from .multipart import read_upload
+from .multipart import read_upload, requester
 
 routes = web.RouteTableDef()
 KEEPALIVE_S = 15.0
@@ -33,7 +34,7 @@ async def create_job(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     spooled, filename, fields = await read_upload(request, svc)
     try:
-        options = parse_options(fields)
+        options = replace(parse_options(fields), owner=requester(request))
     except BaseException:
         svc.spool.discard(spooled)
         raise
@@ -99,6 +100,10 @@ def _sse(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.name}\ndata: {payload}\n\n".encode()
 
 
+async def _ended_before(svc: Services, job_id: str, last_id: int) -> bool:
+    return any(e.name in TERMINAL_EVENTS and e.id <= last_id for e in await svc.bus.history(job_id))
+
+
 @routes.get("/v1/jobs/{id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
     svc = request.app[SERVICES]
@@ -113,11 +118,14 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
     try:
-        for event in await svc.bus.history(job_id, last_id):
+        replay = await svc.bus.history(job_id, last_id)
+        for event in replay:
             await response.write(_sse(event))
             last_id = event.id
             if event.name in TERMINAL_EVENTS:
                 return response
+        if not replay and last_id and await _ended_before(svc, job_id, last_id):
+            return response  # the client already has the job's last event: nothing more will come
         while True:
             try:
                 event = await asyncio.wait_for(live.get(), KEEPALIVE_S)

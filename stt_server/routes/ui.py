@@ -136,7 +136,10 @@ def _accepts(request: web.Request, coding: str) -> bool:
         token, _, params = part.strip().partition(";")
         if token.strip() in (coding, "*"):
             q = params.strip()
-            return not (q.startswith("q=") and float(q[2:] or 0) == 0)
+            try:
+                return not (q.startswith("q=") and float(q[2:] or 0) == 0)
+            except ValueError:
+                return False
     return False
 
 
@@ -145,7 +148,8 @@ def _send(request: web.Request, asset: Asset) -> web.Response:
     etag = f'"{asset.etag}{"-gz" if use_gzip else ""}"'
     headers = {"Cache-Control": asset.cache_control, "ETag": etag, "Vary": "Accept-Encoding",
                "X-Content-Type-Options": "nosniff"}
-    if request.headers.get("If-None-Match") in (etag, f'"{asset.etag}"', f'"{asset.etag}-gz"', "*"):
+    offered = {t.strip().removeprefix("W/") for t in request.headers.get("If-None-Match", "").split(",")}
+    if offered & {f'"{asset.etag}"', f'"{asset.etag}-gz"', "*"}:  # either encoding: same content
         return web.Response(status=304, headers=headers)
     if use_gzip:
         headers["Content-Encoding"] = "gzip"

@@ -1,4 +1,4 @@
-"""Running the real server as a subprocess for benchmarks: start, wait ready, submit, peak memory."""
+"""The real server as a subprocess, for crash tests and benchmarks: start, submit, wait, peak memory."""
 
 from __future__ import annotations
 
