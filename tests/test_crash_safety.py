@@ -1,0 +1,53 @@
+"""Crash safety with a real process: SIGKILL in the middle of a multi-chunk job, start again, and the
+job completes without sending any chunk that had finished to the engine a second time."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.corpus import build_long_audio
+from tests.serverproc import running_server
+
+SLOW = {"STT_LOCAL_WORKERS": "1", "STT_PIPELINE_CHUNK_CONCURRENCY": "1", "STT_PIPELINE_MAX_CHUNK_S": "15"}
+
+
+def _events(base: str, job_id: str) -> list[dict]:
+    with urllib.request.urlopen(f"{base}/v1/jobs/{job_id}/events", timeout=60) as response:
+        text = response.read().decode()
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
+    audio = tmp_path / "long.wav"
+    build_long_audio(audio, min_duration_s=100.0)
+    data = tmp_path / "data"
+    with running_server(data, env=SLOW) as first:
+        job = first.submit(audio)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = first.get(f"/v1/jobs/{job['id']}")
+            if status["progress"]["chunks_done"] >= 2:
+                break
+            time.sleep(0.02)
+        first.process.kill()
+        first.process.wait()
+    done_at_kill = status["progress"]["chunks_done"]
+    total = status["progress"]["chunks_total"]
+    assert 2 <= done_at_kill < total, status
+
+    with running_server(data, env=SLOW) as second:
+        finished = second.wait(job["id"], timeout=240)
+        assert finished["status"] == "completed", finished
+        calls = second.get("/v1/admin/stats")["engines"]["local"]["calls"]
+        events = _events(second.base, job["id"])
+        text = second.get(f"/v1/jobs/{job['id']}/transcript")["text"]
+    assert calls <= total - done_at_kill
+    resumed_at = next(i for i, e in enumerate(events) if e["event"] == "job.resumed")
+    finished_before = {e["data"]["index"] for e in events[:resumed_at] if e["event"] == "chunk.completed"}
+    started_after = {e["data"]["index"] for e in events[resumed_at:] if e["event"] == "chunk.started"}
+    assert len(finished_before) >= done_at_kill
+    assert not finished_before & started_after
+    assert len(text.split()) > 100
