@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 from structlog.testing import capture_logs
@@ -161,25 +161,12 @@ async def test_warm_fills_l1_with_most_recent_within_its_bound(tmp_path: Path, c
         clock.advance(1)
     l1 = MemoryTier(max_entries=3, ttl_s=3600, timer=clock)
     manager = CacheManager(l1, None, l3, clock=clock)
-    assert await manager.warm(10) == 3
-    assert [await l1.get(key(n).value) is not None for n in range(5)] == [False, False, True, True, True]
-    assert l1.stats()["evictions"] == 0
-    await manager.close()
-
-
-async def test_warm_after_restart_follows_hits_served_above_l3(tmp_path: Path, clock: FakeClock) -> None:
-    first = await open_cache(tmp_path, settings(), clock=clock)
-    for n in range(5):
-        await first.set(key(n), {"n": n})
-        clock.advance(1)
-    assert await first.get(key(0)) == {"n": 0}  # an L1 hit: L3 never sees it directly
-    assert first.stats()["l3"]["hits"] == 0
-    await first.close()
-    second = await open_cache(tmp_path, settings(l1_max_entries=2), clock=clock)
-    l1 = second.tier("l1")
-    assert l1 is not None
-    assert [await l1.get(key(n).value) is not None for n in range(5)] == [True, False, False, False, True]
-    await second.close()
+    try:
+        assert await manager.warm(10) == 3
+        assert [await l1.get(key(n).value) is not None for n in range(5)] == [False, False, True, True, True]
+        assert l1.stats()["evictions"] == 0
+    finally:
+        await manager.close()
 
 
 def settings(**changes: Any) -> CacheSettings:
@@ -187,26 +174,58 @@ def settings(**changes: Any) -> CacheSettings:
                             "l3_ttl_s": 86400.0, "warm_entries": 10, **changes})
 
 
-async def test_hits_survive_a_restart(tmp_path: Path, clock: FakeClock) -> None:
+Opener = Callable[..., Awaitable[CacheManager]]
+
+
+@pytest.fixture
+async def open_at(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Opener]:
+    """open_cache over tmp_path; all closed at teardown, even on failure (aiosqlite's thread would hang exit)."""
+    made: list[CacheManager] = []
+
+    async def make(**changes: Any) -> CacheManager:
+        made.append(await open_cache(tmp_path, settings(**changes), clock=clock))
+        return made[-1]
+
+    yield make
+    for manager in made:
+        await manager.close()
+
+
+async def test_warm_after_restart_follows_hits_served_above_l3(clock: FakeClock, open_at: Opener) -> None:
+    first = await open_at()
+    for n in range(5):
+        await first.set(key(n), {"n": n})
+        clock.advance(1)
+    assert await first.get(key(0)) == {"n": 0}  # an L1 hit: L3 never sees it directly
+    assert first.stats()["l3"]["hits"] == 0
+    await first.close()
+    second = await open_at(l1_max_entries=2)
+    l1 = second.tier("l1")
+    assert l1 is not None
+    assert [await l1.get(key(n).value) is not None for n in range(5)] == [True, False, False, False, True]
+    await second.close()
+
+
+async def test_hits_survive_a_restart(tmp_path: Path, open_at: Opener) -> None:
     k = key()
-    first = await open_cache(tmp_path, settings(), clock=clock)
+    first = await open_at()
     await first.set(k, {"text": "kept"})
     await first.close()
     assert (tmp_path / "cache.sqlite3").exists() and (tmp_path / "cache-l2").is_dir()
 
-    warmed = await open_cache(tmp_path, settings(), clock=clock)  # warmed: L1 serves it
+    warmed = await open_at()  # warmed: L1 serves it
     assert await warmed.get(k) == {"text": "kept"}
     assert warmed.stats()["l1"]["hits"] == 1
     await warmed.close()
 
-    cold = await open_cache(tmp_path, settings(warm_entries=0), clock=clock)  # not warmed: L2 serves it
+    cold = await open_at(warm_entries=0)  # not warmed: L2 serves it
     assert await cold.get(k) == {"text": "kept"}
     assert cold.stats()["l2"]["hits"] == 1
     await cold.close()
 
-    l3_only = await open_cache(tmp_path, settings(warm_entries=0, l2_size_bytes=0), clock=clock)
+    l3_only = await open_at(warm_entries=0, l2_size_bytes=0)
     assert await l3_only.get(k) == {"text": "kept"}
-    assert setl3_only.stats() == {"l1", "l3"}
+    assert set(l3_only.stats()) == {"l1", "l3"}
     assert l3_only.stats()["l3"]["hits"] == 1
     await l3_only.close()
 
@@ -221,11 +240,11 @@ def break_l2(tmp_path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["regular_file", "garbage_db"])
-async def test_broken_l2_and_l3_degrade_to_what_works(tmp_path: Path, clock: FakeClock, how: str) -> None:
+async def test_broken_l2_and_l3_degrade_to_what_works(tmp_path: Path, open_at: Opener, how: str) -> None:
     break_l2(tmp_path, how)
     (tmp_path / "cache.sqlite3").write_bytes(b"\x00garbage" * 1000)
     with capture_logs() as logs:
-        manager = await open_cache(tmp_path, settings(), clock=clock)
+        manager = await open_at()
         k = key()
         assert await manager.get(k) is None
         await manager.set(k, {"text": SECRET})
@@ -239,9 +258,9 @@ async def test_broken_l2_and_l3_degrade_to_what_works(tmp_path: Path, clock: Fak
     await manager.close()
 
 
-async def test_a_tier_that_can_not_open_is_reopened_later(tmp_path: Path, clock: FakeClock) -> None:
+async def test_a_tier_that_can_not_open_is_reopened_later(tmp_path: Path, clock: FakeClock, open_at: Opener) -> None:
     break_l2(tmp_path, "regular_file")
-    manager = await open_cache(tmp_path, settings(), clock=clock)
+    manager = await open_at()
     assert manager.tier("l2") is None
     (tmp_path / "cache-l2").unlink()  # the operator fixes it
     k = key()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -186,6 +188,29 @@ async def test_sqlite_survives_reopen(tmp_path: Path, clock: FakeClock) -> None:
     again = await SqliteTier.open(tmp_path / "l3.sqlite3", ttl_s=TTL, clock=clock)
     try:
         assert await again.get("k") == VALUE
+    finally:
+        await again.close()
+
+
+async def test_sqlite_counters_match_the_table(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "l3.sqlite3"
+    tier = await SqliteTier.open(path, ttl_s=TTL, clock=clock)
+    try:
+        await asyncio.gather(*(tier.set(f"k{i % 7}", {"pad": "x" * i}, engine="e", model=f"m{i % 2}")
+                               for i in range(40)), *(tier.delete(f"k{i}") for i in range(3)))
+        await tier.delete_where("e", "m1")
+        await tier.set("old", {"v": 1}, engine="e", model="m0")
+        clock.advance(TTL + 1)
+        await tier.set("new", {"v": 2}, engine="e", model="m0")
+        await tier.purge_expired()
+        with sqlite3.connect(path) as db:
+            entries, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM cache_entries").fetchone()
+        assert (tier.stats()["entries"], tier.stats()["bytes"]) == (entries, size) == (1, len('{"v":2}'))
+    finally:
+        await tier.close()
+    again = await SqliteTier.open(path, ttl_s=TTL, clock=clock)
+    try:
+        assert (again.stats()["entries"], again.stats()["bytes"]) == (entries, size)
     finally:
         await again.close()
 
