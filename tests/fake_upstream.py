@@ -145,12 +145,13 @@ class FakeUpstream:
         headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope["headers"]}
         fields, files = parse_multipart(headers.get("content-type", ""), body)
         wav_bytes = files.get("file", b"")
-        client = tuple(scope["client"]) if scope.get("client") else None
-        call = Call(fields, len(wav_bytes), wav_duration(wav_bytes), headers, client, scope["http_version"])  # type: ignore[arg-type]
+        peer = scope.get("client")
+        client = (str(peer[0]), int(peer[1])) if peer else None
+        call = Call(fields, len(wav_bytes), wav_duration(wav_bytes), headers, client, scope["http_version"])
         self.requests += 1
         self.calls.append(call)
         if client is not None:
-            self.clients.add(client)  # type: ignore[arg-type]
+            self.clients.add(client)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         action = self.script.popleft() if self.script else self.default
@@ -220,7 +221,7 @@ def wav_duration(data: bytes) -> float:
     """Seconds of audio in a WAV file (0.0 if it is not one)."""
     try:
         with wave.open(io.BytesIO(data)) as w:
-            return w.getnframes() / float(w.getframerate())
+            return float(w.getnframes()) / float(w.getframerate())
     except (wave.Error, EOFError):
         return 0.0
 

@@ -45,7 +45,9 @@ class UpstreamSettings:
     model: str
     api_key_env: str | None = None
     concurrency: int = 8
-    http2: bool = False  # measured: pooled HTTP/1.1 beats one HTTP/2 connection for ~1 MB uploads
+    # Off by default: benchmarks/upstream_protocol.py measured pooled HTTP/1.1 faster for every chunk
+    # size, and concurrent large uploads on one HTTP/2 connection can stall in httpcore until timeout.
+    http2: bool = False
     max_upload_bytes: int = 25 * 1024 * 1024
     max_chunk_s: float = 30.0  # vLLM clips audio at 30 s
     timeout_s: float = 120.0
@@ -66,14 +68,11 @@ class UpstreamSettings:
 
 def upstreams_from_config(items: Iterable[Mapping[str, Any]]) -> list[UpstreamSettings]:
     """Build UpstreamSettings from config tables (e.g. ``[[upstreams]]`` in config.toml)."""
-    known = {f.name for f in fields(UpstreamSettings)}
-    result = []
-    for item in items:
-        unknown = set(item) - known
-        if unknown:
-            raise ValueError(f"unknown upstream setting(s): {', '.join(sorted(unknown))}")
-        result.append(UpstreamSettings(**dict(item)))
-    return result
+    tables = [dict(item) for item in items]
+    unknown = sorted({k for t in tables for k in t} - {f.name for f in fields(UpstreamSettings)})
+    if unknown:
+        raise ValueError(f"unknown upstream setting(s): {', '.join(unknown)}")
+    return [UpstreamSettings(**t) for t in tables]
 
 
 @dataclass(frozen=True)
@@ -120,9 +119,7 @@ class _Upstream:
     def open(self) -> None:
         s = self.s
         plain_h2c = s.http2 and s.base_url.startswith("http://")  # prior knowledge, no ALPN
-        verify: bool | ssl.SSLContext = s.verify_tls
-        if isinstance(s.verify_tls, str):
-            verify = ssl.create_default_context(cafile=s.verify_tls)
+        verify = ssl.create_default_context(cafile=s.verify_tls) if isinstance(s.verify_tls, str) else s.verify_tls
         self.client = httpx.AsyncClient(
             base_url=s.base_url.rstrip("/"), http1=not plain_h2c, http2=s.http2, verify=verify,
             limits=httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency),
@@ -222,7 +219,8 @@ class OpenAIEngine:
             if result.retry_after is not None:
                 up.not_before = self._clock() + result.retry_after
             delay = backoff_delay(attempt - 1, up.s.retry_base_s, up.s.retry_max_s, self._rand())
-            log.info("upstream_retry", upstream=up.s.name, status=result.status, attempt=attempt, delay_s=round(delay, 3))
+            log.info("upstream_retry", upstream=up.s.name, status=result.status, attempt=attempt,
+                     delay_s=round(delay, 3))
             await asyncio.sleep(delay)
 
     async def _choose(self, last: _Upstream | None) -> _Upstream:
@@ -248,7 +246,8 @@ class OpenAIEngine:
         up.picks += 1
         return up
 
-    async def _attempt(self, up: _Upstream, wav: bytes, duration: float, request: ChunkRequest) -> Transcript | _Failure:
+    async def _attempt(self, up: _Upstream, wav: bytes, duration: float,
+                       request: ChunkRequest) -> Transcript | _Failure:
         """One request to one upstream, with its figures and circuit bookkeeping."""
         up.in_flight += 1
         t0 = time.perf_counter()
@@ -271,7 +270,8 @@ class OpenAIEngine:
         return result
 
     async def _send(self, up: _Upstream, wav: bytes, duration: float, request: ChunkRequest) -> Transcript | _Failure:
-        assert up.client is not None
+        if up.client is None:  # closed under us: shutting down
+            raise EngineError(f"engine {self.name} is closed")
         try:
             async with asyncio.timeout(up.s.timeout_s + up.s.connect_timeout_s):  # whole-attempt bound
                 resp = await up.client.post("/audio/transcriptions", data=_form(up.s.model, request),
