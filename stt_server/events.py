@@ -21,6 +21,7 @@ EVENT_NAMES = (
     "chunk.retried", "chunk.failed",
     "cache.invalidated", "upstream.circuit_opened", "upstream.circuit_closed",
     "engine.ready", "engine.failed", "server.started", "server.stopping",
+    "webhook.delivered", "webhook.failed", "job.audio_expired", "job.transcript_expired",
 )
 TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled", "job.deleted"})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import IO, Iterable, Mapping
+from typing import Iterable, Mapping, TextIO
 
 import structlog
 
@@ -19,7 +19,7 @@ from .redact import Redactor, secret_values_from_env
 _HANDLER_NAME = "stt_server"
 
 
-def configure_logging(level: str = "info", json_mode: str = "auto", *, stream: IO[str] | None = None,
+def configure_logging(level: str = "info", json_mode: str = "auto", *, stream: TextIO | None = None,
                       secrets: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> None:
     """Configure structlog and the root logger; ``secrets`` (and secret-named env values) are masked."""
     out = stream or sys.stderr
@@ -45,7 +45,7 @@ def configure_logging(level: str = "info", json_mode: str = "auto", *, stream: I
     _route_stdlib(out, max(numeric, logging.WARNING), shared, [redact, renderer])
 
 
-def _route_stdlib(out: IO[str], level: int, shared: list[structlog.typing.Processor],
+def _route_stdlib(out: TextIO, level: int, shared: list[structlog.typing.Processor],
                   final: list[structlog.typing.Processor]) -> None:
     """Send the standard library's records through structlog's processors (one handler, replaced)."""
     handler = logging.StreamHandler(out)

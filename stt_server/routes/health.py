@@ -7,7 +7,7 @@ import time
 
 from aiohttp import web
 
-from ..errors import Unavailable
+from ..errors import Unavailable, error_response
 from ..metrics import METRICS
 from ..services import SERVICES, Services
 
@@ -39,8 +39,8 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness for a load balancer: 200 when the store is open, engines ready, not shutting down; else 503."""
     svc = request.app.get(SERVICES)
     problems = ["starting"] if svc is None else await _not_ready(svc)
-    if svc is None or problems:
-        raise Unavailable("not ready: " + "; ".join(problems), headers={"Retry-After": "5"})
+    if svc is None or problems:  # answered, not raised: a probe's 503 is not a failure worth a warning
+        return error_response(Unavailable("not ready: " + "; ".join(problems), headers={"Retry-After": "5"}))
     return web.json_response({"status": "ready", "engines": {n: e.ready for n, e in svc.engines.items()}})
 
 
