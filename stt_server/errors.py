@@ -58,6 +58,14 @@ class Conflict(STTError):
     code = "not_ready"
 
 
+class Gone(STTError):
+    """Something that existed and was deleted on purpose, such as a transcript past its retention."""
+
+    status = 410
+    type = "invalid_request_error"
+    code = "expired"
+
+
 class PayloadTooLarge(STTError):
     status = 413
     type = "invalid_request_error"

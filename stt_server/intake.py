@@ -66,7 +66,8 @@ async def accept_upload(svc: Services, spooled: SpooledFile, filename: str, opti
     except BaseException:
         svc.spool.discard(spooled)
         raise
-    svc.spool.commit(spooled)
+    # Past the spool's size limit: 507, and commit has discarded the upload.
+    svc.spool.commit(spooled, max_bytes=svc.settings.retention.spool_max_bytes)
     job = Job(
         id=new_job_id(), status=Status.QUEUED, priority=options.priority,
         filename=_safe_name(filename), size_bytes=spooled.size_bytes, sha256=spooled.sha256,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Mapping, Sequence
@@ -18,9 +19,11 @@ from .events import EventBus, Listener
 from .job import Job, Status
 from .jobqueue import JobQueue
 from .pipeline import Pipeline
+from .retention import RetentionSweeper, running_sweeper
 from .settings import Settings
 from .spool import Spool
 from .store import Store
+from .webhooks import WebhookSender, open_webhook_sender
 from .workers import Workers
 
 log = structlog.get_logger(__name__)
@@ -48,6 +51,8 @@ class Services:
     engines_started: bool = False
     startup_error: str | None = None
     _starting: asyncio.Task[None] | None = field(default=None, repr=False)
+    webhooks: WebhookSender | None = None
+    sweeper: RetentionSweeper | None = None
 
     def engine_for(self, name: str | None) -> Engine:
         """The engine a request names, or the default one."""
@@ -139,7 +144,12 @@ async def open_services(settings: Settings, engine_factory: EngineFactory = defa
         pipeline = Pipeline(settings.pipeline, store, bus, cache, spool.directory)
         runner = Workers(settings.queue.job_workers, queue, store, bus, pipeline, engines)
         services = Services(settings, store, bus, cache, spool, engines, queue, pipeline, runner)
+        # Listening before resume_unfinished: a job it fails still gets its webhook.
+        services.webhooks = await stack.enter_async_context(
+            open_webhook_sender(settings.webhook, store, bus, os.environ))
         resumed = await services.resume_unfinished()
+        services.sweeper = await stack.enter_async_context(
+            running_sweeper(settings.retention, store, spool, bus, cache=cache, engines=engines))
         if workers:
             stack.push_async_callback(runner.stop)
         if background:

@@ -76,6 +76,25 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    # The secret itself stays out of this object (which may be printed); it is read from the
+    # environment variable named here when the server starts. Unset or empty: sent unsigned.
+    secret_env: str = "STT_WEBHOOK_SECRET"
+    timeout_s: float = 10.0
+    max_elapsed_s: float = 3600.0
+    retry_base_s: float = 1.0
+    retry_max_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    audio_ttl_s: float = 7 * 86400.0
+    transcript_ttl_s: float = 30 * 86400.0
+    spool_max_bytes: int = 20 * 1_073_741_824
+    sweep_interval_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
@@ -85,6 +104,8 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     openai: OpenAISettings = field(default_factory=OpenAISettings)
     log: LogSettings = field(default_factory=LogSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def data_path(self) -> Path:

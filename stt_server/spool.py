@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, InsufficientStorage, PayloadTooLarge
 
 WRITE_BLOCK = 1 << 20  # gather this much before one hop to a thread for the write
 
@@ -30,6 +31,14 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self.incoming = directory / ".incoming"
         self.incoming.mkdir(exist_ok=True)
+        # A running total, so that checking the size limit costs nothing per upload; the lock
+        # because retention removes files from a worker thread.
+        self._lock = threading.Lock()
+        self._used = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+        # Commit sequence numbers, so that a removal decided before a new upload of the same
+        # audio arrived can tell and keep the file (see ``remove``).
+        self._commits = 0
+        self._committed: dict[str, int] = {}
 
     def path_for(self, sha256: str) -> Path:
         return self.directory / sha256
@@ -75,20 +84,53 @@ class Spool:
 
         return await self.receive(blocks(), max_bytes)
 
-    def commit(self, spooled: SpooledFile) -> Path:
-        """File the upload under its hash (an identical one already there is kept)."""
+    @property
+    def commits(self) -> int:
+        """How many uploads have been committed so far: a mark to pass to ``remove``."""
+        return self._commits
+
+    def commit(self, spooled: SpooledFile, max_bytes: int | None = None) -> Path:
+        """File the upload under its hash (an identical one already there is kept).
+
+        Raises InsufficientStorage (and discards the upload) if filing it would take the
+        spool past ``max_bytes``; an identical file already there costs nothing.
+        """
         final = self.path_for(spooled.sha256)
-        if final.exists():
-            spooled.temp_path.unlink(missing_ok=True)
-        else:
-            os.replace(spooled.temp_path, final)
+        with self._lock:
+            if final.exists():
+                spooled.temp_path.unlink(missing_ok=True)
+            elif max_bytes is not None and self._used + spooled.size_bytes > max_bytes:
+                spooled.temp_path.unlink(missing_ok=True)
+                raise InsufficientStorage(
+                    f"the audio spool is full ({self._used} of {max_bytes} bytes used); try again later",
+                    param="file", headers={"Retry-After": "300"})
+            else:
+                os.replace(spooled.temp_path, final)
+                self._used += spooled.size_bytes
+            self._commits += 1
+            self._committed[spooled.sha256] = self._commits
         return final
 
     def discard(self, spooled: SpooledFile) -> None:
         spooled.temp_path.unlink(missing_ok=True)
 
-    def remove(self, sha256: str) -> None:
-        self.path_for(sha256).unlink(missing_ok=True)
+    def remove(self, sha256: str, *, unless_committed_after: int | None = None) -> bool:
+        """Delete a stored file; with a mark from ``commits``, keep it if it was uploaded again since.
+
+        Returns True when no file is left (deleted, or already gone), False when it was kept.
+        """
+        path = self.path_for(sha256)
+        with self._lock:
+            if unless_committed_after is not None and self._committed.get(sha256, 0) > unless_committed_after:
+                return False
+            self._committed.pop(sha256, None)
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                return True
+            self._used -= size
+        return True
 
     def clear_incoming(self) -> int:
         """Remove half-written uploads left by a crash."""
@@ -99,4 +141,5 @@ class Spool:
         return removed
 
     def used_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        """Bytes of committed audio (a running total: scanned once at start, then kept)."""
+        return self._used

@@ -67,6 +67,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN temperature REAL NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN word_timestamps INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: webhook delivery attempts; when retention deleted a job's audio and transcript
+    """
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        at REAL NOT NULL,
+        status INTEGER,
+        error TEXT,
+        duration_s REAL NOT NULL
+    );
+    CREATE INDEX webhook_attempts_job ON webhook_attempts(job_id, attempt);
+    ALTER TABLE jobs ADD COLUMN audio_deleted_at REAL;
+    ALTER TABLE jobs ADD COLUMN transcript_deleted_at REAL;
+    CREATE INDEX jobs_finished ON jobs(finished_at);
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -92,6 +108,18 @@ class StoredEvent:
     name: str
     data: dict[str, Any]
     created_at: float
+
+
+@dataclass(frozen=True)
+class RetentionRecord:
+    """A job with the times retention deleted its audio and its transcript (None: not yet)."""
+
+    job: Job
+    audio_deleted_at: float | None
+    transcript_deleted_at: float | None
+
+
+_FINISHED = "('completed', 'failed', 'cancelled')"
 
 
 def _row_to_job(row: aiosqlite.Row) -> Job:
@@ -201,6 +229,7 @@ class Store:
 
     async def delete_job(self, job_id: str) -> None:
         await self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
+        await self._db.execute("DELETE FROM webhook_attempts WHERE job_id = ?", (job_id,))
         await self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         await self._db.commit()
 
@@ -261,3 +290,58 @@ class Store:
         async with self._db.execute(sql, (job_id, after_id)) as cur:
             rows = await cur.fetchall()
         return [StoredEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    # ---- webhooks
+    async def add_webhook_attempt(self, job_id: str, attempt: int, at: float, status: int | None,
+                                  error: str | None, duration_s: float) -> None:
+        """Record one delivery attempt: the HTTP status it got, or the error that stopped it."""
+        await self._db.execute(
+            "INSERT INTO webhook_attempts (job_id, attempt, at, status, error, duration_s) VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, attempt, at, status, error, duration_s),
+        )
+        await self._db.commit()
+
+    async def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]:
+        sql = "SELECT attempt, at, status, error, duration_s FROM webhook_attempts WHERE job_id = ? ORDER BY id"
+        async with self._db.execute(sql, (job_id,)) as cur:
+            rows = await cur.fetchall()
+        return [{"attempt": r[0], "at": r[1], "status": r[2], "error": r[3], "duration_s": r[4]} for r in rows]
+
+    async def undelivered_webhooks(self, finished_since: float) -> list[tuple[Job, int]]:
+        """Finished jobs with a webhook that no attempt delivered, with how many attempts they had."""
+        sql = (f"SELECT j.*, (SELECT COUNT(*) FROM webhook_attempts a WHERE a.job_id = j.id) AS tries"
+               f" FROM jobs j WHERE j.webhook_url IS NOT NULL AND j.status IN {_FINISHED}"
+               " AND j.finished_at >= ? AND NOT EXISTS (SELECT 1 FROM webhook_attempts a"
+               " WHERE a.job_id = j.id AND a.status BETWEEN 200 AND 299) ORDER BY j.seq")
+        async with self._db.execute(sql, (finished_since,)) as cur:
+            rows = await cur.fetchall()
+        return [(_row_to_job(r), int(r["tries"])) for r in rows]
+
+    # ---- retention
+    async def retention_candidates(self, finished_before: float) -> list[RetentionRecord]:
+        """Finished jobs up to ``finished_before`` with audio or transcript left, and every job
+        sharing audio with them (the spool keeps one file per sha256, unfinished jobs included)."""
+        due = (f"status IN {_FINISHED} AND COALESCE(finished_at, created_at) <= ?")
+        sql = (f"SELECT * FROM jobs WHERE ({due} AND transcript_deleted_at IS NULL)"
+               f" OR sha256 IN (SELECT sha256 FROM jobs WHERE {due} AND audio_deleted_at IS NULL)")
+        async with self._db.execute(sql, (finished_before, finished_before)) as cur:
+            rows = await cur.fetchall()
+        return [RetentionRecord(_row_to_job(r), r["audio_deleted_at"], r["transcript_deleted_at"]) for r in rows]
+
+    async def mark_audio_deleted(self, job_ids: Iterable[str], now: float) -> None:
+        await self._db.executemany("UPDATE jobs SET audio_deleted_at = ? WHERE id = ?",
+                                   [(now, job_id) for job_id in job_ids])
+        await self._db.commit()
+
+    async def expire_transcripts(self, job_ids: Iterable[str], now: float) -> None:
+        """Delete the transcripts (and the per-chunk results they were merged from) of these jobs."""
+        ids = [(job_id,) for job_id in job_ids]
+        await self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
+        await self._db.executemany("UPDATE jobs SET transcript = NULL, transcript_deleted_at = ? WHERE id = ?",
+                                   [(now, job_id) for (job_id,) in ids])
+        await self._db.commit()
+
+    async def transcript_deleted_at(self, job_id: str) -> float | None:
+        async with self._db.execute("SELECT transcript_deleted_at FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None

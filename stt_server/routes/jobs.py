@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..events import TERMINAL_EVENTS, Event
 from ..formats import FORMATS, render
 from ..intake import accept_upload, parse_options
@@ -16,6 +16,7 @@ from ..job import Job, Status
 from ..pipeline import job_file_key
 from ..services import SERVICES, Services
 from ..transcript import Transcript
+from ..webhooks import webhook_view
 from .multipart import read_upload, requester
 
 routes = web.RouteTableDef()
@@ -47,7 +48,10 @@ async def create_job(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     job = await _job_or_404(svc, request.match_info["id"])
-    return web.json_response(job.to_api(position=svc.queue.position(job.id)))
+    body = job.to_api(position=svc.queue.position(job.id))
+    if job.webhook_url:
+        body["webhook"] = webhook_view(job.webhook_url, await svc.store.webhook_attempts(job.id))
+    return web.json_response(body)
 
 
 @routes.get("/v1/jobs")
@@ -85,6 +89,8 @@ async def get_transcript(request: web.Request) -> web.Response:
         raise Conflict(f"job {job.id} is {job.status.value}; the transcript exists once it is completed")
     stored = await svc.store.get_transcript(job.id)
     if stored is None:
+        if await svc.store.transcript_deleted_at(job.id) is not None:
+            raise Gone(f"the transcript of job {job.id} was deleted after its retention period")
         raise NotFound(f"job {job.id} has no transcript")
     body, content_type = render(Transcript.from_dict(stored), fmt)
     response = web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
