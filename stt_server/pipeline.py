@@ -35,6 +35,10 @@ log = structlog.get_logger(__name__)
 WAV_BYTES_PER_SECOND = 32000  # 16 kHz, 16-bit, mono: what remote engines are sent
 
 
+class Interrupted(Exception):
+    """The server is draining: the job stopped between chunks and resumes at the next start."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     transcript: Transcript
@@ -74,6 +78,7 @@ class Pipeline:
         self.cache = cache
         self.spool_dir = spool_dir
         self._rand = rand
+        self.draining = False
 
     async def run(self, job: Job, engine: Engine) -> Outcome:
         key = job_file_key(job, engine)
@@ -118,26 +123,34 @@ class Pipeline:
             async with asyncio.TaskGroup() as group:
                 for chunk in pending:
                     await slots.acquire()
+                    if self.draining:
+                        slots.release()
+                        break
                     group.create_task(self._chunk(job, engine, path, chunk, done, total, slots))
         except* EngineError as errors:
             raise errors.exceptions[0] from None
+        if len(done) < total:
+            raise Interrupted(f"stopped with {len(done)} of {total} chunks done")
 
     async def _chunk(self, job: Job, engine: Engine, path: Path, chunk: Chunk,
                      done: dict[int, Transcript], total: int, slots: asyncio.Semaphore) -> None:
         try:
+            key: str | None = None
             if chunk.silent:
                 result = Transcript(segments=(), duration=chunk.duration)
                 await self.bus.emit("chunk.skipped_silent", job.id, index=chunk.index)
             else:
-                result = await self._transcribe_chunk(job, engine, path, chunk)
+                result, key = await self._transcribe_chunk(job, engine, path, chunk)
             done[chunk.index] = result
-            finished = await self.store.save_chunk_result(job.id, chunk.index, result.to_dict())
+            finished = await self.store.save_chunk_result(job.id, chunk.index, result.to_dict(), key)
             await self.bus.emit("chunk.completed", job.id, index=chunk.index, chunks_done=finished,
                                 chunks_total=total)
         finally:
             slots.release()
 
-    async def _transcribe_chunk(self, job: Job, engine: Engine, path: Path, chunk: Chunk) -> Transcript:
+    async def _transcribe_chunk(self, job: Job, engine: Engine, path: Path,
+                                chunk: Chunk) -> tuple[Transcript, str]:
+        """The chunk's transcript, from the cache or the engine, and its cache key."""
         samples = await asyncio.to_thread(
             extract_pcm, path, chunk.start, chunk.end, self.settings.ffmpeg_timeout_s)
         key = chunk_key(pcm_sha256(samples), engine=engine.name, model=engine.model,
@@ -145,14 +158,14 @@ class Pipeline:
         hit = await self.cache.get(key) if self.cache else None
         if hit is not None:
             await self.bus.emit("chunk.cache_hit", job.id, index=chunk.index)
-            return Transcript.from_dict(hit)
+            return Transcript.from_dict(hit), key.value
         request = ChunkRequest(samples=samples, language=job.language, prompt=job.prompt,
                                temperature=job.temperature, word_timestamps=job.word_timestamps,
                                job_id=job.id, chunk_index=chunk.index)
         result = await self._with_retries(job, engine, chunk, request)
         if self.cache:
             await self.cache.set(key, result.to_dict())
-        return result
+        return result, key.value
 
     async def _with_retries(self, job: Job, engine: Engine, chunk: Chunk, request: ChunkRequest) -> Transcript:
         attempts = self.settings.chunk_retries + 1

@@ -132,6 +132,21 @@ class Spool:
             self._used -= size
         return True
 
+    def stored_hashes(self) -> list[str]:
+        """The names (hashes) of every stored file."""
+        return [p.name for p in self.directory.iterdir() if p.is_file()]
+
+    def verify(self, sha256: str) -> bool:
+        """True when the stored file still hashes to its name (blocking: run it in a thread)."""
+        digest = hashlib.sha256()
+        try:
+            with open(self.path_for(sha256), "rb") as fh:
+                while block := fh.read(WRITE_BLOCK):
+                    digest.update(block)
+        except FileNotFoundError:
+            return False
+        return digest.hexdigest() == sha256
+
     def clear_incoming(self) -> int:
         """Remove half-written uploads left by a crash."""
         removed = 0

@@ -83,6 +83,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN transcript_deleted_at REAL;
     CREATE INDEX jobs_finished ON jobs(finished_at);
     """,
+    # 4: the cache key of each finished chunk, so a job's cache entries can be invalidated
+    """
+    ALTER TABLE chunks ADD COLUMN cache_key TEXT;
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -261,10 +265,12 @@ class Store:
             StoredChunk(r[0], r[1], r[2], bool(r[3]), json.loads(r[4]) if r[4] else None) for r in rows
         ]
 
-    async def save_chunk_result(self, job_id: str, index: int, result: dict[str, Any]) -> int:
+    async def save_chunk_result(self, job_id: str, index: int, result: dict[str, Any],
+                                cache_key: str | None = None) -> int:
         """Persist one finished chunk and return how many of the job's chunks are done."""
         await self._db.execute(
-            "UPDATE chunks SET result = ? WHERE job_id = ? AND idx = ?", (json.dumps(result), job_id, index)
+            "UPDATE chunks SET result = ?, cache_key = ? WHERE job_id = ? AND idx = ?",
+            (json.dumps(result), cache_key, job_id, index),
         )
         await self._db.execute(
             "UPDATE jobs SET chunks_done = (SELECT COUNT(*) FROM chunks WHERE job_id = ? AND result IS NOT NULL)"
@@ -275,6 +281,18 @@ class Store:
         async with self._db.execute("SELECT chunks_done FROM jobs WHERE id = ?", (job_id,)) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def chunk_cache_keys(self, job_id: str) -> list[str]:
+        sql = "SELECT cache_key FROM chunks WHERE job_id = ? AND cache_key IS NOT NULL"
+        async with self._db.execute(sql, (job_id,)) as cur:
+            rows = await cur.fetchall()
+        return [r[0] for r in rows]
+
+    async def all_sha256(self) -> set[str]:
+        """The audio hashes any job still refers to."""
+        async with self._db.execute("SELECT DISTINCT sha256 FROM jobs") as cur:
+            rows = await cur.fetchall()
+        return {r[0] for r in rows}
 
     # ---- events
     async def add_event(self, job_id: str | None, name: str, data: dict[str, Any], now: float) -> int:

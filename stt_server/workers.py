@@ -13,7 +13,7 @@ from .errors import STTError
 from .events import EventBus
 from .job import Job, Status
 from .jobqueue import JobQueue
-from .pipeline import Pipeline
+from .pipeline import Interrupted, Pipeline
 from .store import Store
 
 log = structlog.get_logger(__name__)
@@ -34,6 +34,7 @@ class Workers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
+        self._draining = False
 
     @property
     def busy(self) -> int:
@@ -57,6 +58,16 @@ class Workers:
         await asyncio.gather(*self._tasks, *self._running.values(), return_exceptions=True)
         self._tasks.clear()
 
+    async def drain(self, grace_s: float) -> None:
+        """Graceful stop: take no new job and start no new chunk; let chunks in flight finish and
+        persist for up to ``grace_s``. Jobs stopped this way go back to queued and resume at the next start."""
+        self._draining = True
+        self.pipeline.draining = True
+        running = list(self._running.values())
+        if running and grace_s > 0:
+            log.info("draining", jobs=len(running), grace_s=grace_s)
+            await asyncio.wait(running, timeout=grace_s)
+
     async def cancel(self, job_id: str) -> bool:
         """Cancel a running job and wait for it to stop; False when it was not running."""
         task = self._running.get(job_id)
@@ -70,6 +81,8 @@ class Workers:
     async def _loop(self) -> None:
         while True:
             job_id = await self.queue.get()
+            if self._draining:
+                return  # the job stays queued in the store and runs after the next start
             task = asyncio.create_task(self._process(job_id), name=f"job-{job_id}")
             self._running[job_id] = task
             try:
@@ -102,6 +115,10 @@ class Workers:
         except asyncio.CancelledError:
             await self._stopped(job)
             raise
+        except Interrupted as stop:
+            await self.store.update_job(job_id, status=Status.QUEUED)
+            log.info("job_interrupted", reason=str(stop))
+            return
         except STTError as err:
             await self._failed(job, err.message)
             return

@@ -51,3 +51,30 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
     assert len(finished_before) >= done_at_kill
     assert not finished_before & started_after
     assert len(text.split()) > 100
+
+
+def test_sigterm_lets_running_chunks_finish_then_resumes(tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+
+    audio = tmp_path / "long.wav"
+    build_long_audio(audio, min_duration_s=100.0)
+    data = tmp_path / "data"
+    with running_server(data, env=SLOW) as first:
+        job = first.submit(audio)
+        deadline = time.monotonic() + 120
+        while first.get(f"/v1/jobs/{job['id']}")["progress"]["chunks_done"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=60) == 0
+    with sqlite3.connect(data / "jobs.sqlite3") as db:
+        status, done = db.execute("SELECT status, chunks_done FROM jobs WHERE id = ?", (job["id"],)).fetchone()
+        saved = db.execute("SELECT COUNT(*) FROM chunks WHERE job_id = ? AND result IS NOT NULL",
+                           (job["id"],)).fetchone()[0]
+    assert status == "queued" and done == saved >= 1
+    with running_server(data, env=SLOW) as second:
+        assert second.wait(job["id"], timeout=240)["status"] == "completed"
+        events = _events(second.base, job["id"])
+    resumed_at = next(i for i, e in enumerate(events) if e["event"] == "job.resumed")
+    assert events[resumed_at]["data"]["chunks_done"] == saved

@@ -34,7 +34,7 @@ async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Sett
         engine = svc.engines["local"]
         chunks, _ = await svc.pipeline._plan(job, engine, svc.spool.path_for(job.sha256))
         assert len(chunks) >= 3
-        first = await svc.pipeline._transcribe_chunk(job, engine, svc.spool.path_for(job.sha256), chunks[0])
+        first, _ = await svc.pipeline._transcribe_chunk(job, engine, svc.spool.path_for(job.sha256), chunks[0])
         await svc.store.save_chunk_result(job.id, 0, first.to_dict())
         await svc.store.update_job(job.id, status=Status.RUNNING)
         calls_before = engine.stats()["calls"]
