@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import structlog
 
@@ -54,6 +54,14 @@ def _version(job: Job) -> str:
 def job_file_key(job: Job, engine: Engine) -> CacheKey:
     return file_key(job.sha256, engine=engine.name, model=engine.model, language=job.language,
                     prompt=job.prompt, version=_version(job))
+
+
+async def job_cache_keys(store: Store, job: Job, engines: Mapping[str, Engine]) -> list[str]:
+    """Every cache entry a job wrote: its whole-file key and its chunks' keys."""
+    keys = await store.chunk_cache_keys(job.id)
+    if job.engine in engines:
+        keys.insert(0, job_file_key(job, engines[job.engine]).value)
+    return keys
 
 
 def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:

@@ -19,7 +19,7 @@ from .cache import CacheManager
 from .engines.base import Engine
 from .events import EventBus
 from .job import Job, Status
-from .pipeline import job_file_key
+from .pipeline import job_cache_keys
 from .settings import RetentionSettings
 from .spool import Spool
 from .store import RetentionRecord, Store
@@ -107,8 +107,9 @@ class RetentionSweeper:
         if audio_ids:
             await self.store.mark_audio_deleted(audio_ids, now)
         if transcript_ids:
-            await self.store.expire_transcripts(transcript_ids, now)
+            # The cache keys live with the chunk rows: gather them before the rows go.
             await self._forget([jobs[i] for i in transcript_ids])
+            await self.store.expire_transcripts(transcript_ids, now)
         for job_id in audio_ids:
             await self.bus.emit("job.audio_expired", job_id)
         for job_id in transcript_ids:
@@ -123,9 +124,9 @@ class RetentionSweeper:
         return {sha for sha in shas if not self.spool.remove(sha, unless_committed_after=mark)}
 
     async def _forget(self, jobs: list[Job]) -> None:
-        """Drop the whole-file cache entries too, or a cached copy would outlive the transcript."""
-        keys = [job_file_key(j, self.engines[j.engine]).value for j in jobs
-                if j.status is Status.COMPLETED and j.engine in self.engines]
+        """Drop the jobs' cache entries too (whole file and chunks), or a cached copy would outlive them."""
+        keys = [key for j in jobs if j.status is Status.COMPLETED
+                for key in await job_cache_keys(self.store, j, self.engines)]
         if self.cache is not None and keys:
             await self.cache.invalidate(keys=keys)
 

@@ -8,12 +8,14 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from ..auth import owned_job, owner_scope
 from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..events import TERMINAL_EVENTS, Event
 from ..formats import FORMATS, render
 from ..intake import accept_upload, parse_options
-from ..job import Job, Status
-from ..pipeline import job_file_key
+from ..job import Status
+from ..limits import UPLOAD_GATE
+from ..pipeline import job_cache_keys
 from ..services import SERVICES, Services
 from ..transcript import Transcript
 from ..webhooks import webhook_view
@@ -23,23 +25,18 @@ routes = web.RouteTableDef()
 KEEPALIVE_S = 15.0
 
 
-async def _job_or_404(svc: Services, job_id: str) -> Job:
-    job = await svc.store.get_job(job_id)
-    if job is None:
-        raise NotFound(f"no job with id {job_id!r}", param="id")
-    return job
-
-
 @routes.post("/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    spooled, filename, fields = await read_upload(request, svc)
-    try:
-        options = replace(parse_options(fields), owner=requester(request))
-    except BaseException:
-        svc.spool.discard(spooled)
-        raise
-    job = await accept_upload(svc, spooled, filename, options)
+    owner = requester(request)
+    async with request.app[UPLOAD_GATE].admit(owner, svc.store):
+        spooled, filename, fields = await read_upload(request, svc)
+        try:
+            options = replace(parse_options(fields), owner=owner)
+        except BaseException:
+            svc.spool.discard(spooled)
+            raise
+        job = await accept_upload(svc, spooled, filename, options)
     body = job.to_api(position=svc.queue.position(job.id))
     return web.json_response(body, status=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -47,7 +44,7 @@ async def create_job(request: web.Request) -> web.Response:
 @routes.get("/v1/jobs/{id}")
 async def get_job(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    job = await _job_or_404(svc, request.match_info["id"])
+    job = await owned_job(request, svc, request.match_info["id"])
     body = job.to_api(position=svc.queue.position(job.id))
     if job.webhook_url:
         body["webhook"] = webhook_view(job.webhook_url, await svc.store.webhook_attempts(job.id))
@@ -67,7 +64,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise BadRequest("limit and after must be integers", param="limit") from None
     if not 1 <= limit <= 100:
         raise BadRequest("limit must be between 1 and 100", param="limit")
-    rows = await svc.store.list_jobs(status=status, limit=limit + 1, before_seq=cursor)
+    rows = await svc.store.list_jobs(status=status, limit=limit + 1, before_seq=cursor,
+                                     owner=owner_scope(request))
     page = rows[:limit]
     more = len(rows) > limit
     return web.json_response({
@@ -84,7 +82,7 @@ async def get_transcript(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in FORMATS:
         raise BadRequest(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", param="format")
-    job = await _job_or_404(svc, request.match_info["id"])
+    job = await owned_job(request, svc, request.match_info["id"])
     if job.status is not Status.COMPLETED:
         raise Conflict(f"job {job.id} is {job.status.value}; the transcript exists once it is completed")
     stored = await svc.store.get_transcript(job.id)
@@ -114,7 +112,7 @@ async def _ended_before(svc: Services, job_id: str, last_id: int) -> bool:
 async def job_events(request: web.Request) -> web.StreamResponse:
     svc = request.app[SERVICES]
     job_id = request.match_info["id"]
-    await _job_or_404(svc, job_id)
+    await owned_job(request, svc, job_id)
     try:
         last_id = int(request.headers.get("Last-Event-ID") or request.query.get("after") or 0)
     except ValueError:
@@ -153,14 +151,14 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 @routes.delete("/v1/jobs/{id}")
 async def delete_job(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    job = await _job_or_404(svc, request.match_info["id"])
+    job = await owned_job(request, svc, request.match_info["id"])
     if svc.queue.remove(job.id):
         await svc.bus.emit("job.cancelled", job.id)
     await svc.workers.cancel(job.id)
-    if svc.cache and job.engine in svc.engines:
-        key = job_file_key(job, svc.engines[job.engine])
-        removed = await svc.cache.invalidate(key=key.value)
-        await svc.bus.emit("cache.invalidated", job.id, key=key.value, removed=removed, reason="job deleted")
+    if svc.cache:
+        keys = await job_cache_keys(svc.store, job, svc.engines)
+        removed = await svc.cache.invalidate(keys=keys)
+        await svc.bus.emit("cache.invalidated", job.id, keys=len(keys), removed=removed, reason="job deleted")
     if await svc.store.count_jobs_with_sha(job.sha256, excluding=job.id) == 0:
         svc.spool.remove(job.sha256)
     await svc.bus.emit("job.deleted", job.id)
