@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.corpus import build_long_audio
-from tests.serverproc import running_server
+from tests.serverproc import Server, running_server
 
 SLOW = {"STT_LOCAL_WORKERS": "1", "STT_PIPELINE_CHUNK_CONCURRENCY": "1", "STT_PIPELINE_MAX_CHUNK_S": "15"}
 
@@ -20,18 +20,22 @@ def _events(base: str, job_id: str) -> list[dict]:
     return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
 
 
-def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
+def _submit_and_wait_for_chunks(server: Server, tmp_path: Path, chunks: int) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    """Submit a long file and return (job, status) once ``chunks`` of its chunks are done."""
     audio = tmp_path / "long.wav"
     build_long_audio(audio, min_duration_s=100.0)
+    job = server.submit(audio)
+    deadline = time.monotonic() + 120
+    while (status := server.get(f"/v1/jobs/{job['id']}"))["progress"]["chunks_done"] < chunks:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.02)
+    return job, status
+
+
+def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with running_server(data, env=SLOW) as first:
-        job = first.submit(audio)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status = first.get(f"/v1/jobs/{job['id']}")
-            if status["progress"]["chunks_done"] >= 2:
-                break
-            time.sleep(0.02)
+        job, status = _submit_and_wait_for_chunks(first, tmp_path, 2)
         first.process.kill()
         first.process.wait()
     done_at_kill = status["progress"]["chunks_done"]
@@ -57,15 +61,9 @@ def test_sigterm_lets_running_chunks_finish_then_resumes(tmp_path: Path) -> None
     import signal
     import sqlite3
 
-    audio = tmp_path / "long.wav"
-    build_long_audio(audio, min_duration_s=100.0)
     data = tmp_path / "data"
     with running_server(data, env=SLOW) as first:
-        job = first.submit(audio)
-        deadline = time.monotonic() + 120
-        while first.get(f"/v1/jobs/{job['id']}")["progress"]["chunks_done"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        job, _ = _submit_and_wait_for_chunks(first, tmp_path, 1)
         first.process.send_signal(signal.SIGTERM)
         assert first.process.wait(timeout=60) == 0
     with sqlite3.connect(data / "jobs.sqlite3") as db:
