@@ -15,8 +15,8 @@ from .store import Store
 log = structlog.get_logger(__name__)
 
 EVENT_NAMES = (
-    "job.created", "job.queued", "job.started", "job.planned", "job.cache_hit", "job.resumed",
-    "job.progress", "job.completed", "job.failed", "job.cancelled", "job.deleted",
+    "job.created", "job.queued", "job.started", "job.cache_hit", "job.resumed",
+    "job.completed", "job.failed", "job.cancelled", "job.deleted",
     "chunk.planned", "chunk.started", "chunk.completed", "chunk.cache_hit", "chunk.skipped_silent",
     "chunk.retried", "chunk.failed",
     "cache.invalidated", "upstream.circuit_opened", "upstream.circuit_closed",
@@ -54,6 +54,7 @@ class EventBus:
     # Persist-then-deliver under one lock: subscribers see a job's events in id order, so a
     # client's Last-Event-ID is a complete cursor (nothing below it can still arrive).
     _order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _publishing: set[asyncio.Task[Event]] = field(default_factory=set)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -80,6 +81,12 @@ class EventBus:
                 except Exception:  # noqa: BLE001 - a listener must never break the pipeline
                     log.exception("event_listener_failed", event_name=name)
         return event
+
+    def publish(self, name: str, data: dict[str, Any]) -> None:
+        """Emit a server event from synchronous code on the loop (an engine's ``on_event`` callback)."""
+        task = asyncio.get_running_loop().create_task(self.emit(name, None, **data), name=f"event-{name}")
+        self._publishing.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._publishing.discard)
 
     def subscribe(self, job_id: str | None) -> asyncio.Queue[Event]:
         """Live events of one job (or of all jobs for ``None``) until :meth:`unsubscribe`."""

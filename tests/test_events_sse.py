@@ -128,3 +128,11 @@ def test_every_emitted_name_is_in_the_catalogue() -> None:
                for name in re.findall(r'emit\(\s*"([a-z_.]+)"', path.read_text(encoding="utf-8"))}
     assert len(emitted) >= 20
     assert emitted <= set(EVENT_NAMES), emitted - set(EVENT_NAMES)
+
+
+def test_every_catalogued_name_is_used() -> None:
+    """No dead names: each event in the catalogue is written somewhere in the server besides the list."""
+    package = Path(__file__).resolve().parent.parent / "stt_server"
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in package.rglob("*.py") if p.name != "events.py")
+    unused = [name for name in EVENT_NAMES if f'"{name}"' not in sources]
+    assert not unused

@@ -13,8 +13,8 @@ import random
 import ssl
 import time
 from collections import Counter
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import httpx
 import structlog
@@ -24,55 +24,15 @@ from ..backoff import backoff_delay, retry_after_seconds
 from ..circuit import CircuitBreaker
 from ..errors import EngineError
 from ..media import SAMPLE_RATE, pcm_to_wav
-from ..transcript import Segment, Transcript, Word
+from ..settings import UpstreamSettings
+from ..transcript import Transcript
 from .base import ChunkRequest, EngineLimits
+from .openai_format import parse_verbose_json, request_form
 
 log = structlog.get_logger(__name__)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 OnEvent = Callable[[str, dict[str, Any]], None]
-_LANGUAGES = {"english": "en", "russian": "ru", "german": "de", "french": "fr", "spanish": "es", "italian": "it",
-              "portuguese": "pt", "dutch": "nl", "polish": "pl", "ukrainian": "uk", "chinese": "zh",
-              "japanese": "ja", "korean": "ko", "arabic": "ar", "turkish": "tr", "hindi": "hi"}
-
-
-@dataclass(frozen=True)
-class UpstreamSettings:
-    """One OpenAI-compatible endpoint. ``api_key_env`` names the variable holding its key."""
-
-    name: str
-    base_url: str
-    model: str
-    api_key_env: str | None = None
-    concurrency: int = 8
-    # Off by default: benchmarks/upstream_protocol.py measured pooled HTTP/1.1 faster for every chunk
-    # size, and concurrent large uploads on one HTTP/2 connection can stall in httpcore until timeout.
-    http2: bool = False
-    max_upload_bytes: int = 25 * 1024 * 1024
-    max_chunk_s: float = 30.0  # vLLM clips audio at 30 s
-    timeout_s: float = 120.0
-    connect_timeout_s: float = 5.0
-    retries: int = 4
-    retry_base_s: float = 0.5
-    retry_max_s: float = 10.0
-    circuit_threshold: int = 5
-    circuit_cooldown_s: float = 30.0
-    verify_tls: bool | str = True  # or the path of a CA bundle
-
-    def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"upstream {self.name}: base_url must start with http:// or https://")
-        if self.concurrency < 1 or self.retries < 0:
-            raise ValueError(f"upstream {self.name}: concurrency must be >= 1 and retries >= 0")
-
-
-def upstreams_from_config(items: Iterable[Mapping[str, Any]]) -> list[UpstreamSettings]:
-    """Build UpstreamSettings from config tables (e.g. ``[[upstreams]]`` in config.toml)."""
-    tables = [dict(item) for item in items]
-    unknown = sorted({k for t in tables for k in t} - {f.name for f in fields(UpstreamSettings)})
-    if unknown:
-        raise ValueError(f"unknown upstream setting(s): {', '.join(unknown)}")
-    return [UpstreamSettings(**t) for t in tables]
 
 
 @dataclass(frozen=True)
@@ -151,6 +111,9 @@ class _Upstream:
             "requests_by_status": dict(self.by_status), "retries_total": self.retries,
             "latency_s": self.latency.to_dict(), "last_status": self.last_status,
         }
+
+
+CIRCUIT_EVENTS = {"opened": "upstream.circuit_opened", "closed": "upstream.circuit_closed"}
 
 
 class OpenAIEngine:
@@ -264,7 +227,7 @@ class OpenAIEngine:
         failed = isinstance(result, _Failure) and result.trips_circuit
         transition = up.breaker.record_failure() if failed else up.breaker.record_success()
         if transition is not None:
-            self._emit(f"upstream.circuit_{transition}", {
+            self._emit(CIRCUIT_EVENTS[transition], {
                 "upstream": up.s.name, "last_status": up.last_status,
                 "consecutive_failures": up.breaker.consecutive_failures, "cooldown_s": up.s.circuit_cooldown_s})
         return result
@@ -274,7 +237,7 @@ class OpenAIEngine:
             raise EngineError(f"engine {self.name} is closed")
         try:
             async with asyncio.timeout(up.s.timeout_s + up.s.connect_timeout_s):  # whole-attempt bound
-                resp = await up.client.post("/audio/transcriptions", data=_form(up.s.model, request),
+                resp = await up.client.post("/audio/transcriptions", data=request_form(up.s.model, request),
                                             files={"file": ("chunk.wav", wav, "audio/wav")},
                                             extensions={"trace": up.trace})
         except (httpx.TimeoutException, TimeoutError):
@@ -306,17 +269,6 @@ class OpenAIEngine:
                 log.exception("on_event_failed", event=name)
 
 
-def _form(model: str, request: ChunkRequest) -> dict[str, Any]:
-    grains = ["segment", "word"] if request.word_timestamps else ["segment"]
-    form: dict[str, Any] = {"model": model, "response_format": "verbose_json",
-                            "temperature": str(request.temperature), "timestamp_granularities[]": grains}
-    if request.language:
-        form["language"] = request.language
-    if request.prompt:
-        form["prompt"] = request.prompt
-    return form
-
-
 def _message(resp: httpx.Response) -> str:
     """The upstream's own error message, short."""
     try:
@@ -325,33 +277,3 @@ def _message(resp: httpx.Response) -> str:
     except (ValueError, KeyError, TypeError, AttributeError):
         text = resp.text
     return " ".join(str(text).split())[:200]
-
-
-def parse_verbose_json(data: Mapping[str, Any], duration: float, language: str | None = None) -> Transcript:
-    """OpenAI's verbose_json as a Transcript. Top-level ``words`` go to the segment they start in;
-    a bare ``{"text": ...}`` becomes one segment spanning the chunk."""
-    raw = list(data.get("segments") or ())
-    words = [_word(w) for w in data.get("words") or ()]
-    starts = [float(s["start"]) for s in raw]
-    per_seg: list[list[Word]] = [[] for _ in raw]
-    for w in words if raw else ():
-        per_seg[max(0, bisect.bisect_right(starts, w.start) - 1)].append(w)
-    segments = tuple(_segment(s, tuple(map(_word, s["words"])) if s.get("words") else tuple(ws))
-                     for s, ws in zip(raw, per_seg))
-    text = str(data.get("text") or "").strip()
-    if not segments and text:
-        segments = (Segment(0.0, round(duration, 3), text, words=tuple(words)),)
-    lang = str(language or data.get("language") or "en").lower()
-    return Transcript(segments, _LANGUAGES.get(lang, lang), round(duration, 3), text)
-
-
-def _segment(s: Mapping[str, Any], words: tuple[Word, ...]) -> Segment:
-    return Segment(
-        start=float(s["start"]), end=float(s["end"]), text=str(s.get("text", "")),
-        tokens=tuple(int(t) for t in s.get("tokens") or ()), temperature=float(s.get("temperature") or 0.0),
-        avg_logprob=float(s.get("avg_logprob") or 0.0), compression_ratio=float(s.get("compression_ratio") or 1.0),
-        no_speech_prob=float(s.get("no_speech_prob") or 0.0), words=words)
-
-
-def _word(w: Mapping[str, Any]) -> Word:
-    return Word(float(w["start"]), float(w["end"]), str(w.get("word", "")), float(w.get("probability", 1.0)))
