@@ -87,6 +87,12 @@ async def test_transcript_before_completion_is_409(make_client, settings, corpus
     assert (await response.json())["error"]["type"] == "conflict_error"
     status = await (await client.get(f"/v1/jobs/{job['id']}")).json()
     assert status["queue_position"] == 1
+    urgent = await upload(client, corpus / "alsa_Side_Left.wav", priority="high")
+    assert urgent["queue_position"] == 1
+    assert (await (await client.get(f"/v1/jobs/{job['id']}")).json())["queue_position"] == 2
+    queue = (await (await client.get("/v1/admin/stats")).json())["queue"]
+    assert queue["depth"] == 2 and queue["by_priority"] == {"high": 1, "normal": 1, "low": 0}
+    assert queue["oldest"]["job_id"] == job["id"] and queue["oldest"]["waiting_s"] >= 0
     assert (await client.delete(f"/v1/jobs/{job['id']}")).status == 204
 
 

@@ -8,6 +8,8 @@ import time
 from aiohttp import web
 
 from ..errors import Unavailable, error_response
+from ..limits import UPLOAD_GATE
+from ..looplag import LOOP_LAG
 from ..metrics import METRICS
 from ..services import SERVICES, Services
 
@@ -44,13 +46,22 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "engines": {n: e.ready for n, e in svc.engines.items()}})
 
 
+def _oldest(svc: Services) -> dict[str, object] | None:
+    """The job that has waited longest, and for how long."""
+    entry = svc.queue.oldest()
+    if entry is None:
+        return None
+    return {"job_id": entry.job_id, "priority": entry.priority,
+            "waiting_s": round(max(0.0, time.time() - entry.enqueued_at), 3)}
+
+
 @routes.get("/v1/admin/stats")
 async def admin_stats(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     return web.json_response({
         "uptime_s": round(time.time() - svc.started_at, 3),
         "queue": {"depth": len(svc.queue), "by_priority": svc.queue.depth_by_priority(),
-                  "max_queued": svc.queue.max_queued},
+                  "max_queued": svc.queue.max_queued, "oldest": _oldest(svc)},
         "workers": {"total": svc.workers.count, "busy": svc.workers.busy,
                     "running": svc.workers.running_ids()},
         "jobs": await svc.store.counts_by_status(),
@@ -58,4 +69,6 @@ async def admin_stats(request: web.Request) -> web.Response:
         "engines": {name: engine.stats() for name, engine in svc.engines.items()},
         "events": dict(svc.bus.counts),
         "metrics": request.app[METRICS].summary() if METRICS in request.app else {},
+        "event_loop": request.app[LOOP_LAG].summary() if LOOP_LAG in request.app else {},
+        "uploads": request.app[UPLOAD_GATE].stats() if UPLOAD_GATE in request.app else {},
     })
