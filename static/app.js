@@ -51,9 +51,6 @@ function metaLine(job) {
 function actions(job) {
   const id = job.id;
   const open = job.status === "completed" ? h("a", { class: "btn", href: `#/jobs/${id}` }, "Transcript") : null;
-  if (job.local_cancelled) {
-    return [h("button", { class: "btn ghost", type: "button", onclick: () => forget(id) }, "Dismiss")];
-  }
   if (!FINISHED.has(job.status)) {
     return [h("button", { class: "btn ghost danger", type: "button", "data-action": "cancel", onclick: () => cancel(id) }, "Cancel")];
   }
@@ -74,9 +71,9 @@ function render(job) {
     rows.set(job.id, li);
   }
   const pct = percent(job);
-  const status = job.local_cancelled ? "cancelled" : job.status;
+  const status = job.status;
   li.dataset.status = status;
-  const key = JSON.stringify([status, pct, metaLine(job), job.cached, job.error, job.filename, !!job.local_cancelled]);
+  const key = JSON.stringify([status, pct, metaLine(job), job.cached, job.error, job.filename]);
   if (li.dataset.key === key) return li;
   const focused = li.contains(document.activeElement) ? document.activeElement.dataset.action : null;
   li.dataset.key = key;
@@ -103,7 +100,7 @@ function render(job) {
 function place() {
   const list = $("#jobs");
   const sorted = [...jobs.values()]
-    .filter((j) => !filter || j.status === filter || j.local_cancelled)
+    .filter((j) => !filter || j.status === filter)
     .sort((a, b) => b.created_at - a.created_at);
   sorted.forEach((job, i) => {
     const li = render(job);
@@ -115,7 +112,6 @@ function place() {
 
 function upsert(job, { stream = true } = {}) {
   const known = jobs.get(job.id);
-  if (known?.local_cancelled) return;
   // Events can run ahead of a poll answer: never move progress backwards within one status.
   if (known && known.status === job.status && percent(known) > percent(job)) job.progress = known.progress;
   job.seen = performance.now();
@@ -166,7 +162,7 @@ async function done(id, refresh) {
     try { upsert(await getJob(id), { stream: false }); } catch { /* it may be gone */ }
   }
   place();
-  for (const job of jobs.values()) if (!FINISHED.has(job.status) && !job.local_cancelled) follow(job.id);
+  for (const job of jobs.values()) if (!FINISHED.has(job.status)) follow(job.id);
 }
 
 // ---------------------------------------------------------------- list loading and polling
@@ -180,7 +176,7 @@ async function loadFirstPage() {
   const seen = new Set(page.data.map((j) => j.id));
   // A job within the page's span that the server no longer lists was deleted elsewhere.
   for (const job of [...jobs.values()]) {
-    if (!seen.has(job.id) && !job.local_cancelled && job.seen < began && job.created_at >= oldest && (!filter || job.status === filter)) forget(job.id);
+    if (!seen.has(job.id) && job.seen < began && job.created_at >= oldest && (!filter || job.status === filter)) forget(job.id);
   }
   page.data.forEach((j) => upsert(j));
   if (cursor === null || !page.has_more) cursor = page.next_cursor;
@@ -219,10 +215,10 @@ async function poll() {
 
 async function cancel(id) {
   try {
-    await deleteJob(id);
-    patch(id, { local_cancelled: true, status: "cancelled" });
+    await deleteJob(id); // a queued or running job is cancelled and kept; a second DELETE removes it
+    patch(id, { status: "cancelled" });
     unfollow(id);
-    toast("Job cancelled and removed.", "info");
+    toast("Job cancelled.", "info");
   } catch (err) { toast(messageOf(err)); }
 }
 

@@ -231,6 +231,13 @@ class Store:
             rows = await cur.fetchall()
         return {r[0]: r[1] for r in rows}
 
+    async def count_unfinished(self, owner: str) -> int:
+        """Jobs of ``owner`` still queued or running (the status index keeps this to unfinished rows)."""
+        sql = "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running') AND owner = ?"
+        async with self._db.execute(sql, (owner,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0])  # type: ignore[index]
+
     async def delete_job(self, job_id: str) -> None:
         await self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
         await self._db.execute("DELETE FROM webhook_attempts WHERE job_id = ?", (job_id,))

@@ -94,6 +94,11 @@ async def test_transcript_before_completion_is_409(make_client, settings, corpus
     assert queue["depth"] == 2 and queue["by_priority"] == {"high": 1, "normal": 1, "low": 0}
     assert queue["oldest"]["job_id"] == job["id"] and queue["oldest"]["waiting_s"] >= 0
     assert (await client.delete(f"/v1/jobs/{job['id']}")).status == 204
+    cancelled = await (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert cancelled["status"] == "cancelled" and cancelled.get("queue_position") is None
+    assert not services_of(client).spool.path_for(job["sha256"]).exists()
+    assert (await client.delete(f"/v1/jobs/{job['id']}")).status == 204
+    assert (await client.get(f"/v1/jobs/{job['id']}")).status == 404
 
 
 async def test_same_audio_twice_is_one_spool_file(client: TestClient, corpus: Path) -> None:

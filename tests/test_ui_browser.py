@@ -52,7 +52,7 @@ async def base_url(aiohttp_server: Callable[..., Awaitable[TestServer]], setting
                    gate: GatedEngine) -> str:
     """The real app on a free port: the local engine plus the gated one, one job at a time."""
     app = create_app(settings.with_overrides(queue={"job_workers": 1}),
-                     engine_factory=lambda s: {**default_engines(s), gate.name: gate})
+                     engine_factory=lambda s, on_event: {**default_engines(s, on_event), gate.name: gate})
     server = await aiohttp_server(app)
     return str(server.make_url("")).rstrip("/")
 
@@ -186,11 +186,17 @@ async def test_cancel_a_queued_job(page: Any, base_url: str, corpus: Path, gate:
     await queued.get_by_role("button", name="Cancel").click()
     await expect(queued).to_have_attribute("data-status", "cancelled")
     await expect(page.locator(".toast")).to_contain_text("cancelled")
-    assert (await _api(base_url, f"/v1/jobs/{job_id}"))[0] == 404
+    status, body = await _api(base_url, f"/v1/jobs/{job_id}")
+    assert status == 200 and json.loads(body)["status"] == "cancelled"
     status, stats = await _api(base_url, "/v1/admin/stats")
     assert status == 200 and json.loads(stats)["queue"]["depth"] == 0
     await expect(blocker).to_have_attribute("data-status", "running")  # the running job is untouched
     await _shoot(page, "job_cancelled")
+    # A cancelled job is finished: its Delete (confirmed) removes it for good.
+    await queued.get_by_role("button", name="Delete").click()
+    await queued.get_by_role("button", name="Confirm delete").click()
+    await expect(queued).to_have_count(0)
+    assert (await _api(base_url, f"/v1/jobs/{job_id}"))[0] == 404
 
 
 async def test_dashboard_shows_live_figures(page: Any, base_url: str, corpus: Path, gate: GatedEngine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import json
 from dataclasses import replace
 
@@ -13,7 +14,7 @@ from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..events import TERMINAL_EVENTS, Event
 from ..formats import FORMATS, render
 from ..intake import accept_upload, parse_options
-from ..job import Status
+from ..job import Job, Status
 from ..limits import UPLOAD_GATE
 from ..pipeline import job_cache_keys
 from ..services import SERVICES, Services
@@ -23,6 +24,7 @@ from .multipart import read_upload, requester
 
 routes = web.RouteTableDef()
 KEEPALIVE_S = 15.0
+MAX_SQL_INT = 2**63 - 1
 
 
 @routes.post("/v1/jobs")
@@ -64,6 +66,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise BadRequest("limit and after must be integers", param="limit") from None
     if not 1 <= limit <= 100:
         raise BadRequest("limit must be between 1 and 100", param="limit")
+    if cursor is not None and not 0 <= cursor <= MAX_SQL_INT:  # found by fuzzing: SQLite overflowed
+        raise BadRequest("after is out of range", param="after")
     rows = await svc.store.list_jobs(status=status, limit=limit + 1, before_seq=cursor,
                                      owner=owner_scope(request))
     page = rows[:limit]
@@ -117,6 +121,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         last_id = int(request.headers.get("Last-Event-ID") or request.query.get("after") or 0)
     except ValueError:
         raise BadRequest("Last-Event-ID must be an integer", param="Last-Event-ID") from None
+    last_id = min(max(last_id, 0), MAX_SQL_INT)  # past the last possible id: nothing to replay
     live = svc.bus.subscribe(job_id)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
@@ -150,17 +155,41 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/v1/jobs/{id}")
 async def delete_job(request: web.Request) -> web.Response:
+    """A queued or running job is cancelled (it stays, ``cancelled``, without its audio); a finished
+    job is deleted with its audio, transcript and cache entries."""
     svc = request.app[SERVICES]
     job = await owned_job(request, svc, request.match_info["id"])
+    if not job.status.finished:
+        await _cancel(svc, job)
+    else:
+        await _delete(svc, job)
+    return web.Response(status=204)
+
+
+async def _cancel(svc: Services, job: Job) -> None:
     if svc.queue.remove(job.id):
+        await svc.store.update_job(job.id, status=Status.CANCELLED, finished_at=time.time())
         await svc.bus.emit("job.cancelled", job.id)
-    await svc.workers.cancel(job.id)
+    elif not await svc.workers.cancel(job.id):
+        # Between the queue and a worker (or a worker that has just finished it): settle it here.
+        current = await svc.store.get_job(job.id)
+        if current is not None and not current.status.finished:
+            await svc.store.update_job(job.id, status=Status.CANCELLED, finished_at=time.time())
+            await svc.bus.emit("job.cancelled", job.id)
+    await _drop_audio(svc, job)
+
+
+async def _delete(svc: Services, job: Job) -> None:
     if svc.cache:
         keys = await job_cache_keys(svc.store, job, svc.engines)
         removed = await svc.cache.invalidate(keys=keys)
         await svc.bus.emit("cache.invalidated", job.id, keys=len(keys), removed=removed, reason="job deleted")
-    if await svc.store.count_jobs_with_sha(job.sha256, excluding=job.id) == 0:
-        svc.spool.remove(job.sha256)
+    await _drop_audio(svc, job)
     await svc.bus.emit("job.deleted", job.id)
     await svc.store.delete_job(job.id)
-    return web.Response(status=204)
+
+
+async def _drop_audio(svc: Services, job: Job) -> None:
+    """Remove the job's audio unless another job uses the same file."""
+    if await svc.store.count_jobs_with_sha(job.sha256, excluding=job.id) == 0:
+        svc.spool.remove(job.sha256)

