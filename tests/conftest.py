@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from stt_server.app import create_app
 from stt_server.services import SERVICES, Services
 from stt_server.settings import Settings, load_settings
+from tests.conftest_upstream import *  # noqa: F401,F403 - the fake upstream fixtures
 from tests.corpus import CORPUS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent

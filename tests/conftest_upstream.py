@@ -5,6 +5,7 @@ Import them into ``conftest.py`` (``from tests.conftest_upstream import *``) or 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -13,9 +14,17 @@ import trustme
 
 from tests.fake_upstream import FakeUpstream
 
-__all__ = ["tls_ca", "tls_ca_path", "fake_upstream_factory", "fake_upstream", "fake_upstream_tls"]
+__all__ = ["tls_ca", "tls_ca_path", "_tls_cert_path", "fake_upstream_factory", "fake_upstream",
+           "fake_upstream_tls"]
 
 MakeUpstream = Callable[..., FakeUpstream]
+
+
+def dead_port() -> int:
+    """A port nothing listens on (bound, then closed): a dead upstream."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ http, and HTTP/2 by ALPN when given a trustme certificate. It answers
 ``GET /v1/models``, and has fault injection knobs:
 
 - ``latency_s``: sleep before every transcription answer;
+- ``latency_per_audio_s``: sleep this much more per second of audio received (a latency model);
 - ``script``: a queue of scripted answers, used one per request before ``default``:
   an ``int`` status, a ``(status, headers)`` tuple, ``"timeout"`` (sleep ``hang_s``, longer
   than any client timeout) or ``"drop"`` (start a response, then close it half sent);
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import hashlib
 import io
 import json
 import socket
@@ -46,6 +48,7 @@ class Call:
     headers: dict[str, str]
     client: tuple[str, int] | None
     http_version: str
+    sha256: str = ""  # of the uploaded file: ties an answer to the audio it was for
 
 
 @dataclass
@@ -54,6 +57,7 @@ class FakeUpstream:
 
     tls_cert_path: str | None = None
     latency_s: float = 0.0
+    latency_per_audio_s: float = 0.0
     hang_s: float = 30.0
     model: str = "openai/whisper-large-v3"
     script: collections.deque[Scripted] = field(default_factory=collections.deque)
@@ -147,13 +151,14 @@ class FakeUpstream:
         wav_bytes = files.get("file", b"")
         peer = scope.get("client")
         client = (str(peer[0]), int(peer[1])) if peer else None
-        call = Call(fields, len(wav_bytes), wav_duration(wav_bytes), headers, client, scope["http_version"])
+        call = Call(fields, len(wav_bytes), wav_duration(wav_bytes), headers, client, scope["http_version"],
+                    hashlib.sha256(wav_bytes).hexdigest())
         self.requests += 1
         self.calls.append(call)
         if client is not None:
             self.clients.add(client)
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+        if self.latency_s or self.latency_per_audio_s:
+            await asyncio.sleep(self.latency_s + self.latency_per_audio_s * call.duration_s)
         action = self.script.popleft() if self.script else self.default
         if action == "timeout":
             await asyncio.sleep(self.hang_s)
@@ -257,8 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cert", help="PEM with key and certificate chain (enables TLS)")
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--latency-per-audio-s", type=float, default=0.0)
     args = parser.parse_args(argv)
-    fake = FakeUpstream(tls_cert_path=args.cert, latency_s=args.latency).start()
+    fake = FakeUpstream(tls_cert_path=args.cert, latency_s=args.latency,
+                        latency_per_audio_s=args.latency_per_audio_s).start()
     print(fake.port, flush=True)
     sys.stdin.read()
     fake.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import time
 import wave
 from contextlib import asynccontextmanager
@@ -16,11 +15,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from stt_server.engines.base import ChunkRequest, Engine
-from stt_server.engines.remote import OpenAIEngine, UpstreamSettings, parse_verbose_json, upstreams_from_config
+from stt_server.engines.openai_format import parse_verbose_json
+from stt_server.engines.remote import OpenAIEngine
 from stt_server.errors import EngineError
-from tests.conftest_upstream import (  # noqa: F401 - fixtures
-    MakeUpstream, _tls_cert_path, fake_upstream, fake_upstream_factory, fake_upstream_tls, tls_ca, tls_ca_path,
-)
+from stt_server.settings import UpstreamSettings, upstreams_from_config
+from tests.conftest_upstream import MakeUpstream, dead_port  # the fixtures come through conftest.py
 from tests.fake_upstream import Call, FakeUpstream
 
 MODEL = "openai/whisper-large-v3"
@@ -50,13 +49,6 @@ def chunk(seconds: float = 1.0, **kw: Any) -> ChunkRequest:
 def ups_stats(engine: OpenAIEngine, name: str = "up") -> dict[str, Any]:
     stats: dict[str, Any] = engine.stats()["upstreams"][name]
     return stats
-
-
-def dead_port() -> int:
-    """A port nothing listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_happy_path_parses_verbose_json_and_sends_the_form(fake_upstream: FakeUpstream) -> None:

@@ -1,0 +1,235 @@
+"""The ``openai`` engine through the whole server: jobs, faults, pooling, circuits, routing, secrets.
+
+Every test runs the real app with ``[[upstreams]]`` pointing at a real fake upstream (hypercorn,
+``tests/fake_upstream.py``). Upstreams take chunks of at most 2 s, so the 100 s corpus file makes 50 chunks or more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import wave
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+import openai
+import pytest
+from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
+
+from stt_server.media import pcm_to_wav
+from stt_server.settings import Settings
+from tests.conftest import services_of, upload, wait_job
+from tests.conftest_upstream import MakeUpstream, dead_port
+from tests.corpus import build_long_audio
+from tests.fake_upstream import Call, FakeUpstream
+
+MODEL = "openai/whisper-large-v3"
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture(scope="module")
+def long_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """100 s of corpus speech, 16 kHz mono WAV, short pauses (few all-silent chunks)."""
+    path = tmp_path_factory.mktemp("audio") / "long.wav"
+    build_long_audio(path, 100.0, gap_s=0.5)
+    return path
+
+
+def upstream(target: FakeUpstream | str, name: str = "fake", **kw: Any) -> dict[str, Any]:
+    """An ``[[upstreams]]`` table with test-sized chunks, timeouts and backoff."""
+    base_url = target if isinstance(target, str) else target.base_url
+    table: dict[str, Any] = dict(engine="openai", name=name, base_url=base_url, model=MODEL, max_chunk_s=2.0,
+                                 concurrency=4, timeout_s=2.0, connect_timeout_s=1.0, retry_base_s=0.01,
+                                 retry_max_s=0.5)
+    return {**table, **kw}
+
+
+def remote(settings: Settings, *tables: dict[str, Any]) -> Settings:
+    """The shipped settings plus these upstreams, with the pipeline's own retries kept quick."""
+    return settings.with_overrides(upstreams=list(tables), pipeline={"retry_base_s": 0.01, "retry_max_s": 0.05})
+
+
+def fingerprint(call: Call) -> dict[str, Any]:
+    """A responder: the text names the audio it was sent, so order and placement can be checked."""
+    return {"text": f"w{call.sha256[:12]}"}
+
+
+@pytest.fixture
+async def fingerprinted(make_client: MakeClient, settings: Settings, fake_upstream: FakeUpstream) -> TestClient:
+    """The server with one upstream (``fake_upstream``) whose answers name the audio they were sent."""
+    fake_upstream.responder = fingerprint
+    return await make_client(remote(settings, upstream(fake_upstream)))
+
+
+async def expected_texts(client: TestClient, job_id: str, path: Path) -> list[str]:
+    """What ``fingerprint`` answers for each non-silent chunk of the job's plan, in order, from the source PCM."""
+    chunks = await services_of(client).store.get_chunks(job_id)
+    with wave.open(str(path)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    texts = []
+    for c in chunks:
+        if not c.silent:
+            samples = pcm[round(c.start * 16_000):round(c.end * 16_000)].astype(np.float32) / 32768.0
+            texts.append(f"w{hashlib.sha256(pcm_to_wav(samples)).hexdigest()[:12]}")
+    return texts
+
+
+async def run_job(client: TestClient, path: Path, timeout: float = 20.0, **fields: str) -> dict[str, Any]:
+    job = await upload(client, path, **{"engine": "openai", **fields})
+    return await wait_job(client, job["id"], timeout=timeout)
+
+
+async def upstream_stats(client: TestClient, engine: str = "openai") -> dict[str, Any]:
+    stats: dict[str, Any] = (await (await client.get("/v1/admin/stats")).json())["engines"][engine]["upstreams"]
+    return stats
+
+
+async def test_a_job_merges_the_upstream_texts_in_chunk_order(
+    fingerprinted: TestClient, fake_upstream: FakeUpstream, long_wav: Path,
+) -> None:
+    client = fingerprinted
+    job = await run_job(client, long_wav)
+    assert job["status"] == "completed", job
+    assert (job["engine"], job["model"]) == ("openai", MODEL) and job["progress"]["chunks_total"] >= 50
+    expected = await expected_texts(client, job["id"], long_wav)
+    chunks = await services_of(client).store.get_chunks(job["id"])
+    response = await client.get(f"/v1/jobs/{job['id']}/transcript?format=verbose_json")
+    transcript = await response.json()
+    assert [s["text"] for s in transcript["segments"]] == expected
+    starts = [c.start for c in chunks if not c.silent]
+    assert [s["start"] for s in transcript["segments"]] == pytest.approx(starts, abs=1e-3)
+    text = await (await client.get(f"/v1/jobs/{job['id']}/transcript?format=text")).text()
+    assert text.split() == expected
+    assert fake_upstream.requests == len(expected) >= 45  # one request per spoken chunk, none repeated
+    assert max(c.duration_s for c in fake_upstream.calls) <= 2.0
+
+
+@pytest.mark.parametrize("faults", [
+    pytest.param({"latency_s": 0.05}, id="latency"),
+    pytest.param({"script": [500, 200, 502, 503, 200, 500]}, id="5xx"),
+    pytest.param({"script": [(429, {"Retry-After": "0.2"}), 200, (429, {"Retry-After": "0.1"})]}, id="429"),
+    pytest.param({"script": ["timeout", 200, "timeout"], "hang_s": 3.0}, id="timeout"),
+    pytest.param({"script": ["drop", 200, "drop", "drop"]}, id="dropped"),
+])
+async def test_jobs_complete_through_upstream_faults(
+    make_client: MakeClient, settings: Settings, fake_upstream_factory: MakeUpstream, long_wav: Path,
+    faults: dict[str, Any],
+) -> None:
+    fake = fake_upstream_factory(**faults)
+    client = await make_client(remote(settings, upstream(fake, timeout_s=0.5)))
+    t0 = time.monotonic()
+    job = await run_job(client, long_wav)
+    assert job["status"] == "completed" and job["error"] is None, job
+    assert time.monotonic() - t0 < 10.0
+    stats = (await upstream_stats(client))["fake"]
+    failed = sum(n for status, n in stats["requests_by_status"].items() if status != "200")
+    assert failed == len(faults.get("script", [])) - faults.get("script", []).count(200)
+    assert stats["retries_total"] == failed and stats["circuit"] == "closed" and stats["in_flight"] == 0
+    assert fake.requests == stats["requests_total"] == stats["requests_by_status"]["200"] + failed
+    metrics = await (await client.get("/metrics")).text()
+    series = '{engine="openai",upstream="fake"'
+    for name in ("connections_open", "in_flight", "requests_total", "retries_total", "latency_s_count"):
+        assert f"stt_engine_{name}{series}}} " in metrics, name
+    assert f'stt_engine_requests_by_status{series},status="200"}} {stats["requests_by_status"]["200"]}' in metrics
+    assert f'stt_engine_latency_s_bucket{series},le="+Inf"}} {fake.requests}' in metrics
+    assert f'stt_engine_circuit{series},circuit="closed"}} 1' in metrics
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["h2c", "http1.1"])
+async def test_a_50_chunk_job_reuses_pooled_connections(
+    make_client: MakeClient, settings: Settings, fake_upstream_factory: MakeUpstream, long_wav: Path, http2: bool,
+) -> None:
+    fake = fake_upstream_factory(latency_s=0.02)
+    client = await make_client(remote(settings, upstream(fake, http2=http2, concurrency=4)))
+    job = await run_job(client, long_wav)
+    assert job["status"] == "completed" and job["progress"]["chunks_total"] >= 50, job
+    assert {c.http_version for c in fake.calls} == {"2" if http2 else "1.1"} and fake.requests >= 45
+    assert fake.connections <= (2 if http2 else 4)
+    stats = (await upstream_stats(client))["fake"]
+    assert stats["connections_opened_total"] == fake.connections and stats["connections_open"] >= 1
+
+
+async def test_a_dead_upstream_opens_the_circuit_and_fails_the_job_naming_it(
+    make_client: MakeClient, settings: Settings, long_wav: Path,
+) -> None:
+    dead = upstream(f"http://127.0.0.1:{dead_port()}/v1", name="dead-box", circuit_threshold=3,
+                    circuit_cooldown_s=60.0)
+    client = await make_client(remote(settings, dead))
+    t0 = time.monotonic()
+    job = await run_job(client, long_wav)
+    assert time.monotonic() - t0 < 5.0
+    assert job["status"] == "failed", job
+    assert re.search(r"upstream dead-box unavailable: circuit open; last status connection error", job["error"])
+    stats = (await upstream_stats(client))["dead-box"]
+    assert stats["circuit"] == "open" and stats["circuit_opened_total"] == 1
+    admin = await (await client.get("/v1/admin/stats")).json()
+    assert admin["events"]["upstream.circuit_opened"] == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert 'stt_events_total{event="upstream.circuit_opened"} 1' in metrics
+    assert 'stt_engine_circuit{engine="openai",upstream="dead-box",circuit="open"} 1' in metrics
+
+
+async def test_two_upstreams_share_a_job_and_a_failing_one_hands_its_work_over(
+    make_client: MakeClient, settings: Settings, fake_upstream_factory: MakeUpstream, long_wav: Path,
+) -> None:
+    a, b = fake_upstream_factory(latency_s=0.02), fake_upstream_factory(latency_s=0.02)
+    bad, good = fake_upstream_factory(default=503), fake_upstream_factory(latency_s=0.02)
+    client = await make_client(remote(
+        settings, upstream(a, "a"), upstream(b, "b"),
+        upstream(bad, "bad", engine="shaky", circuit_threshold=3), upstream(good, "good", engine="shaky")))
+    assert (await run_job(client, long_wav))["status"] == "completed"
+    assert a.requests >= 15 and b.requests >= 15  # least-in-flight routing spreads the chunks
+
+    job = await run_job(client, long_wav, engine="shaky")
+    assert job["status"] == "completed" and job["engine"] == "shaky", job
+    stats = await upstream_stats(client, "shaky")
+    assert stats["bad"]["circuit"] == "open" and bad.requests == stats["bad"]["requests_by_status"]["503"] < 10
+    assert good.requests == stats["good"]["requests_by_status"]["200"] >= 45
+    assert services_of(client).bus.counts["upstream.circuit_opened"] == 1
+
+
+async def test_the_openai_sdk_reaches_the_upstream_by_its_model_name(
+    fingerprinted: TestClient, fake_upstream: FakeUpstream, long_wav: Path,
+) -> None:
+    client = fingerprinted
+    sdk = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0, timeout=30)
+    try:
+        models = {m.id: m.model_dump().get("engine") for m in (await sdk.models.list()).data}
+        with open(long_wav, "rb") as fh:
+            raw = await sdk.audio.transcriptions.with_raw_response.create(
+                model=MODEL, file=fh, response_format="verbose_json")
+    finally:
+        await sdk.close()
+    result = raw.parse()
+    assert models[MODEL] == "openai" and models["whisper-1"] == "local"
+    job = await (await client.get(f"/v1/jobs/{raw.headers['X-Job-Id']}")).json()
+    assert (job["engine"], job["model"]) == ("openai", MODEL) and result.duration > 99.0
+    assert [s.text for s in result.segments or []] == await expected_texts(client, job["id"], long_wav)
+    assert {c.fields["model"][0] for c in fake_upstream.calls} == {MODEL} and fake_upstream.requests >= 45
+
+
+async def test_the_api_key_goes_upstream_as_bearer_and_nowhere_else(
+    make_client: MakeClient, settings: Settings, fake_upstream: FakeUpstream, long_wav: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "sk-live-0ddba11-5ecret-c0ffee"
+    monkeypatch.setenv("STT_TEST_UPSTREAM_KEY", secret)
+    client = await make_client(remote(settings, upstream(fake_upstream, api_key_env="STT_TEST_UPSTREAM_KEY")))
+    with capture_logs() as logs:
+        assert (await run_job(client, long_wav))["status"] == "completed"
+        fake_upstream.default = 401  # the fake echoes the Authorization header in its error message
+        failed = await run_job(client, long_wav, prompt="a different cache key")
+        stats = await (await client.get("/v1/admin/stats")).text()
+        metrics = await (await client.get("/metrics")).text()
+        events = await (await client.get(f"/v1/jobs/{failed['id']}/events")).text()
+    assert {c.headers["authorization"] for c in fake_upstream.calls} == {f"Bearer {secret}"}
+    assert failed["status"] == "failed" and "last status 401" in failed["error"], failed
+    assert "auth: Bearer ***" in failed["error"]
+    assert json.loads(stats)["engines"]["openai"]["upstreams"]["fake"]["authenticated"] is True
+    assert any(line.get("event") == "upstream_failed" for line in logs)
+    for text in (failed["error"], stats, metrics, events, repr(logs)):
+        assert secret not in text
