@@ -6,13 +6,11 @@ an HTTP middleware, and is read by ``/metrics`` and ``/v1/admin/stats``. Nothing
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import math
-import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from aiohttp import web
 
@@ -196,31 +194,9 @@ class MetricsCollector:
 
 METRICS: web.AppKey[MetricsCollector] = web.AppKey("metrics", MetricsCollector)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def route_label(request: web.Request) -> str:
     """The matched route's template (``/v1/jobs/{id}``), never the raw path, to bound cardinality."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """HTTP latency by route and status; sits outside the error middleware to see final statuses."""
-    began = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client went away (nginx's convention)
-        raise
-    finally:
-        collector = request.app.get(METRICS)
-        if collector is not None:
-            collector.observe_http(request.method, route_label(request), status, time.perf_counter() - began)

@@ -7,6 +7,7 @@ the worker binds it again when it runs the job, so the pipeline's lines carry it
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -15,7 +16,7 @@ from typing import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from .metrics import route_label
+from .metrics import METRICS, route_label
 
 HEADER = "X-Request-ID"
 # aiohttp >= 3.12 has typed request keys; older versions take the plain string.
@@ -37,7 +38,8 @@ def request_id_from(header: str | None) -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind ``request_id`` for the request's log lines and write one access line when it ends."""
+    """Bind ``request_id`` for the request's log lines; when it ends, write one access line and
+    record its latency by route and status (outermost, so it sees the final status)."""
     rid = request_id_from(request.headers.get(HEADER))
     request[REQUEST_ID] = rid
     began = time.perf_counter()
@@ -50,11 +52,17 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's convention)
+            raise
         finally:
             route = route_label(request)
+            seconds = time.perf_counter() - began
             line = log.debug if route in QUIET_ROUTES else log.info  # probes poll: keep them out
-            line("http_request", method=request.method, route=route, status=status,
-                 seconds=round(time.perf_counter() - began, 4))
+            line("http_request", method=request.method, route=route, status=status, seconds=round(seconds, 4))
+            collector = request.app.get(METRICS)
+            if collector is not None:
+                collector.observe_http(request.method, route, status, seconds)
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
