@@ -10,7 +10,7 @@ import bisect
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from aiohttp import web
 
