@@ -7,10 +7,14 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from . import openapi
+from .auth import auth_middleware
 from .errors import error_middleware
-from .metrics import METRICS, MetricsCollector, metrics_middleware
+from .limits import UPLOAD_GATE, UploadGate
+from .looplag import setup_loop_lag
+from .metrics import METRICS, MetricsCollector
 from .request_id import echo_request_id, request_id_middleware
-from .routes import health, jobs, openai
+from .routes import admin, health, jobs, openai
 from .routes.metrics import routes as metrics_routes
 from .routes.ui import setup_ui
 from .services import SERVICES, EngineFactory, default_engines, open_services
@@ -21,10 +25,14 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 def create_app(settings: Settings, engine_factory: EngineFactory = default_engines) -> web.Application:
     """Build the app; its services open on start-up and close on clean-up."""
-    # Outermost first: the request id wraps everything, metrics see the error middleware's statuses.
-    app = web.Application(middlewares=[request_id_middleware, metrics_middleware, error_middleware],
+    # Outermost first: the request id wraps everything, metrics see the error middleware's statuses,
+    # and the error middleware shapes authentication's 401 and 403.
+    app = web.Application(middlewares=[request_id_middleware, error_middleware,
+                                       auth_middleware(settings.auth.keys)],
                           client_max_size=1 << 20)
     collector = app[METRICS] = MetricsCollector()
+    app[UPLOAD_GATE] = UploadGate(settings.limits)
+    setup_loop_lag(app)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         # The engines load after the server listens: /healthz answers, /readyz is 503 until then.
@@ -40,6 +48,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = default_engin
         if services is not None and services.accepting:
             services.accepting = False
             await services.bus.emit("server.stopping")
+            await services.workers.drain(settings.queue.shutdown_grace_s)
 
     app.cleanup_ctx.append(services_ctx)
     app.on_shutdown.append(stop_accepting)
@@ -49,4 +58,6 @@ def create_app(settings: Settings, engine_factory: EngineFactory = default_engin
     app.add_routes(jobs.routes)
     setup_ui(app, STATIC_DIR)
     app.add_routes(openai.routes)
+    app.add_routes(admin.routes)
+    app.add_routes(openapi.routes)
     return app

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 
+from .apikeys import hash_key
 from .errors import STTError
 from .formats import FORMATS, render
 from .intake import JobOptions, accept_upload, wait_finished
@@ -36,13 +38,43 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
+    from .auth import bind_refusal, log_auth_mode
 
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValueError as err:
+        print(f"error: bad settings: {err}", file=sys.stderr)
+        return 2
+    if args.allow_insecure_bind:
+        settings = settings.with_overrides(server={"allow_unauthenticated_remote": True})
+    refusal = bind_refusal(settings)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     configure_logging(settings.log.level, settings.log.json)
+    log_auth_mode(settings)
     app = create_app(settings)
     print(f"stt_server listening on http://{settings.server.host}:{settings.server.port}", file=sys.stderr)
     web.run_app(app, host=settings.server.host, port=settings.server.port, print=None,
                 shutdown_timeout=10.0)
+    return 0
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    """Print the sha256 to configure for the key on standard input (or for a new random key)."""
+    if args.new:
+        key = secrets.token_urlsafe(32)
+        print(key)
+        print(hash_key(key))
+        return 0
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("error: give the key on standard input, e.g. `stt-server hash-key < key.txt`", file=sys.stderr)
+        return 2
+    if len(key) < 16:
+        print("warning: a key this short can be guessed; `stt-server hash-key --new` makes a strong one",
+              file=sys.stderr)
+    print(hash_key(key))
     return 0
 
 
@@ -112,6 +144,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--allow-insecure-bind", action="store_true",
+                       help="listen on a non-loopback host even with no API keys configured")
+    hashing = sub.add_parser("hash-key", help="print the sha256 of the API key on standard input, for [auth] keys")
+    hashing.add_argument("--new", action="store_true", help="make a new random key: print it, then its sha256")
     for p in (serve, sub.add_parser("transcribe", help="transcribe one file in-process")):
         p.add_argument("--config", default=DEFAULT_CONFIG, help="TOML settings file (default: config.toml)")
         p.add_argument("--data-dir", help="where the spool, database and caches live")
@@ -126,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-key":
+        return _hash_key(args)
     tune_malloc()
     if args.command == "serve":
         return _serve(args)

@@ -44,6 +44,13 @@ class InvalidAudio(BadRequest):
 class Unauthorized(STTError):
     status = 401
     type = "authentication_error"
+    code = "missing_api_key"
+
+
+class Forbidden(STTError):
+    status = 403
+    type = "permission_error"
+    code = "admin_only"
 
 
 class NotFound(STTError):

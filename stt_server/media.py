@@ -7,9 +7,10 @@ callers run each one in a single `asyncio.to_thread` hop.
 
 Only local files are accepted. Paths are made absolute before they reach
 FFmpeg (so `pipe:`, `concat:` and friends are never read as protocols), PyAV
-and the ffmpeg binary are limited to the `file` protocol, and demuxers that
-open other files on the uploader's behalf (playlists, concat lists) are
-refused in `probe`, which callers run first.
+and the ffmpeg binary are limited to the `file` protocol and to the demuxers
+of plain audio containers (`AUDIO_DEMUXERS`: never playlists, concat lists or
+image sequences, which open other files or URLs on the uploader's behalf), and
+`probe`, which callers run first, checks the demuxer it got against that list.
 """
 
 from __future__ import annotations
@@ -50,10 +51,15 @@ PREROLL_SAMPLES = SAMPLE_RATE // 4
 """Decoded and dropped before each span: MP3 (bit reservoir, overlapped MDCT) and
 AAC decoders emit ~100 ms of garbage right after a seek until their state fills."""
 
-# Demuxers that read further files or URLs named inside the upload.
-_UNSAFE_FORMATS = frozenset({"hls", "applehttp", "concat", "dash", "webm_dash_manifest", "tee", "image2"})
+# The only demuxers FFmpeg may use: plain audio containers (video streams in them are never decoded).
+# "mov" covers mp4/m4a/3gp, "matroska" covers webm; "mpeg" and "w64" because OpenAI's API takes them.
+AUDIO_DEMUXERS = frozenset({"wav", "w64", "mp3", "flac", "ogg", "mov", "mp4", "m4a", "matroska", "webm",
+                            "aac", "amr", "aiff", "caf", "mpeg"})
+_FORMAT_WHITELIST = ",".join(sorted(AUDIO_DEMUXERS))
+_ACCEPTED = "wav, mp3, flac, ogg/opus, m4a/mp4/mov, webm/mkv, aac, amr, aiff, caf, w64 or mpeg"
 
-_FFMPEG_SAFETY = ("-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,pipe")
+_FFMPEG_SAFETY = ("-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,pipe",
+                  "-format_whitelist", _FORMAT_WHITELIST)
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,10 @@ def probe(path: str | Path) -> AudioInfo:
     try:
         # fastseek: MP3 seeks by its header or table of contents instead of reading
         # the whole file up to the target (100+ ms on a 100 MB MP3).
-        container = av.open(local, options={"protocol_whitelist": "file", "fflags": "fastseek"})
+        container = av.open(local, options={"protocol_whitelist": "file", "format_whitelist": _FORMAT_WHITELIST,
+                                            "fflags": "fastseek"})
     except (av.FFmpegError, OSError, ValueError) as err:
-        raise InvalidAudio("not a recognised audio file") from err
+        raise InvalidAudio(f"not a recognised audio file: send {_ACCEPTED}") from err
     with container:
         try:
             return _probe_container(container, local, size)
@@ -116,7 +123,9 @@ def probe(path: str | Path) -> AudioInfo:
 
 def _probe_container(container: av.container.InputContainer, local: str, size: int) -> AudioInfo:
     format_name = container.format.name
-    if format_name in _UNSAFE_FORMATS or not container.streams.audio:
+    if not set(format_name.split(",")) & AUDIO_DEMUXERS:  # the whitelist did this already: belt and braces
+        raise InvalidAudio(f"{format_name} files are not accepted: send {_ACCEPTED}")
+    if not container.streams.audio:
         raise InvalidAudio("the file contains no audio stream")
     stream = container.streams.audio[0]
     if format_name == "wav":

@@ -14,13 +14,15 @@ import structlog
 from .cache import CacheManager, open_cache
 from .engines.base import Engine
 from .engines.local import LocalEngine
+from .engines.remote import OnEvent, OpenAIEngine
 from .errors import BadRequest
 from .events import EventBus, Listener
-from .job import Job, Status
+from .job import Job
 from .jobqueue import JobQueue
 from .pipeline import Pipeline
+from .recovery import recover
 from .retention import RetentionSweeper, running_sweeper
-from .settings import Settings
+from .settings import Settings, UpstreamSettings
 from .spool import Spool
 from .store import Store
 from .webhooks import WebhookSender, open_webhook_sender
@@ -28,11 +30,22 @@ from .workers import Workers
 
 log = structlog.get_logger(__name__)
 
-EngineFactory = Callable[[Settings], Mapping[str, Engine]]
+# Builds the engines from the settings; engines report server events (circuit changes) to ``on_event``.
+EngineFactory = Callable[[Settings, OnEvent], Mapping[str, Engine]]
 
 
-def default_engines(settings: Settings) -> dict[str, Engine]:
-    return {"local": LocalEngine(settings.local)}
+def default_engines(settings: Settings, on_event: OnEvent | None = None,
+                    environ: Mapping[str, str] | None = None) -> dict[str, Engine]:
+    """The embedded engine, plus one OpenAIEngine per ``engine`` name of the ``[[upstreams]]``."""
+    engines: dict[str, Engine] = {"local": LocalEngine(settings.local)}
+    groups: dict[str, list[UpstreamSettings]] = {}
+    for upstream in settings.upstreams:
+        groups.setdefault(upstream.engine, []).append(upstream)
+    for name, group in groups.items():
+        if name in engines:
+            raise ValueError(f"upstream engine name {name!r} is taken by the embedded engine")
+        engines[name] = OpenAIEngine(group, on_event, os.environ if environ is None else environ, name=name)
+    return engines
 
 
 @dataclass
@@ -106,18 +119,13 @@ class Services:
         await self.bus.emit("job.queued", job.id, priority=job.priority)
 
     async def resume_unfinished(self) -> int:
-        """Queue again every job a previous run left queued or running."""
-        jobs = await self.store.unfinished_jobs()
-        for job in jobs:
-            if not self.spool.path_for(job.sha256).exists():
-                await self.store.update_job(job.id, status=Status.FAILED, finished_at=time.time(),
-                                            error="the job's audio is missing from the spool")
-                await self.bus.emit("job.failed", job.id, error="audio missing")
-                continue
-            if job.status is Status.RUNNING:
-                await self.store.update_job(job.id, status=Status.QUEUED)
+        """Queue again every job a previous run left queued or running (see :mod:`recovery`)."""
+
+        async def enqueue(job: Job) -> None:
             await self.enqueue(job, force=True)
-        return len(jobs)
+
+        report = await recover(self.store, self.spool, self.bus, enqueue)
+        return report.requeued
 
 
 @contextlib.asynccontextmanager
@@ -137,7 +145,7 @@ async def open_services(settings: Settings, engine_factory: EngineFactory = defa
         stack.push_async_callback(cache.close)
         spool = Spool(data / "spool")
         spool.clear_incoming()
-        engines = dict(engine_factory(settings))
+        engines = dict(engine_factory(settings, bus.publish))
         for engine in engines.values():
             stack.push_async_callback(engine.close)
         queue = JobQueue(max_queued=settings.queue.max_queued, ageing_s=settings.queue.ageing_s)

@@ -6,7 +6,9 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
+
+from .apikeys import ApiKey, parse_keys
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,7 @@ class ServerSettings:
     max_upload_bytes: int = 1_073_741_824
     max_duration_s: float = 6 * 3600.0
     upload_chunk_bytes: int = 262_144
+    allow_unauthenticated_remote: bool = False
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class QueueSettings:
     job_workers: int = 2
     max_queued: int = 1000
     ageing_s: float = 600.0
+    shutdown_grace_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,76 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """API keys (hashes only); none configured: no authentication, and loopback-only."""
+
+    keys: tuple[ApiKey, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", parse_keys(self.keys))  # tables or env text → ApiKey
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    uploads_per_minute: float = 60.0
+    upload_burst: int = 20
+    max_unfinished_jobs: int = 100
+    max_concurrent_uploads: int = 16
+    upload_wait_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """One OpenAI-compatible endpoint (``[[upstreams]]``). ``api_key_env`` names the variable holding its key;
+    upstreams with the same ``engine`` serve one engine together."""
+
+    name: str
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    concurrency: int = 8
+    # Off by default: benchmarks/upstream_protocol.py measured pooled HTTP/1.1 faster for every chunk
+    # size, and concurrent large uploads on one HTTP/2 connection can stall in httpcore until timeout.
+    http2: bool = False
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_chunk_s: float = 30.0  # vLLM clips audio at 30 s
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 5.0
+    retries: int = 4
+    retry_base_s: float = 0.5
+    retry_max_s: float = 10.0
+    circuit_threshold: int = 5
+    circuit_cooldown_s: float = 30.0
+    verify_tls: bool | str = True  # or the path of a CA bundle
+    engine: str = "openai"
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"upstream {self.name}: base_url must start with http:// or https://")
+        if self.concurrency < 1 or self.retries < 0:
+            raise ValueError(f"upstream {self.name}: concurrency must be >= 1 and retries >= 0")
+
+
+def upstreams_from_config(items: Iterable[Mapping[str, Any] | UpstreamSettings]) -> tuple[UpstreamSettings, ...]:
+    """UpstreamSettings from config tables (``[[upstreams]]`` in config.toml); built ones pass through."""
+    if isinstance(items, Mapping):
+        raise ValueError("upstreams must be an array of tables: write [[upstreams]], not [upstreams]")
+    built = []
+    for number, item in enumerate(items, 1):
+        if isinstance(item, UpstreamSettings):
+            built.append(item)
+            continue
+        unknown = sorted(set(item) - {f.name for f in fields(UpstreamSettings)})
+        if unknown:
+            raise ValueError(f"unknown upstream setting(s) in [[upstreams]] #{number}: {', '.join(unknown)}")
+        try:
+            built.append(UpstreamSettings(**item))
+        except TypeError as exc:  # a required key is missing
+            raise ValueError(f"[[upstreams]] #{number}: {exc}") from None
+    return tuple(built)
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
@@ -106,17 +180,23 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    upstreams: tuple[UpstreamSettings, ...] = ()
 
     @property
     def data_path(self) -> Path:
         return Path(self.server.data_dir)
 
-    def with_overrides(self, **sections: Mapping[str, Any]) -> "Settings":
-        """A copy with some keys of some sections replaced, e.g. ``server={"port": 0}``."""
-        return _merge(self, {k: dict(v) for k, v in sections.items()})
+    def with_overrides(self, **sections: Any) -> "Settings":
+        """A copy with some keys of some sections replaced, e.g. ``server={"port": 0}``;
+        ``upstreams=[...]`` (tables or UpstreamSettings) replaces the upstreams."""
+        return _merge(self, {k: dict(v) if isinstance(v, Mapping) else v for k, v in sections.items()})
 
 
 def _coerce(value: Any, like: Any) -> Any:
+    if isinstance(like, tuple):
+        return value  # a list setting: its section's __post_init__ parses it
     if isinstance(like, bool):
         if isinstance(value, str):
             return value.strip().lower() in ("1", "true", "yes", "on")
@@ -128,8 +208,10 @@ def _coerce(value: Any, like: Any) -> Any:
     return str(value) if not isinstance(value, str) else value
 
 
-def _merge(settings: Settings, data: Mapping[str, Mapping[str, Any]]) -> Settings:
+def _merge(settings: Settings, data: Mapping[str, Any]) -> Settings:
     changes: dict[str, Any] = {}
+    if "upstreams" in data:
+        changes["upstreams"] = upstreams_from_config(data["upstreams"])
     for section in fields(settings):
         current = getattr(settings, section.name)
         values = data.get(section.name)
@@ -146,7 +228,9 @@ def _merge(settings: Settings, data: Mapping[str, Mapping[str, Any]]) -> Setting
 def _env_overrides(environ: Mapping[str, str], settings: Settings) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     for section in fields(settings):
-        for key in fields(getattr(settings, section.name)):
+        if not is_dataclass(current := getattr(settings, section.name)):
+            continue  # [[upstreams]] come from the file only (their keys stay in api_key_env variables)
+        for key in fields(current):
             name = f"STT_{section.name}_{key.name}".upper()
             if name in environ:
                 found.setdefault(section.name, {})[key.name] = environ[name]

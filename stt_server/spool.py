@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import os
 import threading
@@ -65,9 +67,13 @@ class Spool:
             if pending:
                 await asyncio.to_thread(handle.write, b"".join(pending))
             await asyncio.to_thread(handle.close)
-        except BaseException:
-            handle.close()
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                handle.close()  # flushing may fail again on a full disk: the unlink must still run
             temp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage("the disk holding the audio spool is full; try again later",
+                                          param="file", headers={"Retry-After": "300"}) from exc
             raise
         if size == 0:
             temp.unlink(missing_ok=True)

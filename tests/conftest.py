@@ -29,7 +29,9 @@ def corpus() -> Path:
 def settings(tmp_path: Path) -> Settings:
     """The shipped config.toml, pointed at a fresh data dir."""
     base = load_settings(ROOT / "config.toml", environ={})
-    return base.with_overrides(server={"data_dir": str(tmp_path / "data")}, log={"json": "true"})
+    # A short drain: a test's server stops with a job held mid-chunk (the shipped grace is 30 s).
+    return base.with_overrides(server={"data_dir": str(tmp_path / "data")}, log={"json": "true"},
+                               queue={"shutdown_grace_s": 2.0})
 
 
 @pytest.fixture

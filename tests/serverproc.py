@@ -12,7 +12,7 @@ import urllib.request
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,11 +76,14 @@ class Server:
 
 
 @contextmanager
-def running_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+def running_server(data_dir: Path, env: dict[str, str] | None = None, module: str = "stt_server",
+                   prefix: Sequence[str] = ()) -> Iterator[Server]:
+    """``python -m <module> serve`` on a free port (``module`` may be another launcher with that CLI;
+    ``prefix`` a command that execs the rest, such as ``unshare``)."""
     port = free_port()
     environ = {**os.environ, "STT_LOG_LEVEL": "warning", **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "stt_server", "serve", "--port", str(port), "--data-dir", str(data_dir),
+        [*prefix, sys.executable, "-m", module, "serve", "--port", str(port), "--data-dir", str(data_dir),
          "--config", str(ROOT / "config.toml")],
         env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = Server(process, f"http://127.0.0.1:{port}")

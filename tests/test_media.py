@@ -76,7 +76,7 @@ def _cut(path: Path, fraction: float | None = None, size: int | None = None) -> 
     ("empty.wav", lambda: b"", "empty"),
     ("notes.wav", lambda: b"just some text, not audio\n" * 50, "not a recognised audio file"),
     ("noise.mp3", lambda: np.random.default_rng(1).bytes(50_000), "not a recognised audio file"),
-    ("image.png", _png, "no audio stream"),
+    ("image.png", _png, "not a recognised audio file"),  # PNG is not an audio container
     ("silence.wav", _empty_wav, "zero duration"),
     ("cut40.wav", lambda: _cut(JFK_WAV, 0.4), "truncated"),
     ("cut100.wav", lambda: _cut(JFK_WAV, size=100), "truncated"),
@@ -93,7 +93,7 @@ def test_probe_rejects_bad_files(tmp_path: Path, name: str, content, message: st
 
 
 def test_probe_rejects_video_without_audio(tmp_path: Path) -> None:
-    path = tmp_path / "video.avi"
+    path = tmp_path / "video.mkv"
     _ffmpeg("-f", "lavfi", "-i", "testsrc=d=1:s=32x32", "-c:v", "mjpeg", str(path))
     with pytest.raises(InvalidAudio, match="no audio stream"):
         media.probe(path)

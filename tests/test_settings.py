@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stt_server.settings import Settings, load_settings
+from stt_server.services import default_engines
+from stt_server.settings import Settings, UpstreamSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,6 +18,9 @@ def test_config_toml_names_every_setting_with_a_comment() -> None:
     data = tomllib.loads((ROOT / "config.toml").read_text())
     settings = Settings()
     for section in fields(settings):
+        if section.name == "upstreams":  # an array of tables, shipped commented out: see below
+            assert "upstreams" not in data and load_settings(ROOT / "config.toml", environ={}).upstreams == ()
+            continue
         keys = {f.name for f in fields(getattr(settings, section.name))}
         assert set(data.get(section.name, {})) == keys, section.name
     lines = (ROOT / "config.toml").read_text().splitlines()
@@ -46,3 +50,66 @@ def test_unknown_key_is_an_error(tmp_path: Path) -> None:
     path.write_text("[server]\nprot = 1\n")
     with pytest.raises(ValueError, match="prot"):
         load_settings(path, environ={})
+
+
+def _uncommented_upstream_example() -> tuple[str, str]:
+    """The shipped config with its commented ``[[upstreams]]`` example switched on, and the example."""
+    lines = (ROOT / "config.toml").read_text().splitlines()
+    start = lines.index("# [[upstreams]]")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("# "))
+    example = [line[2:] for line in lines[start:end]]
+    return "\n".join([*lines[:start], *example, *lines[end:]]) + "\n", "\n".join(example)
+
+
+def test_config_toml_documents_every_upstream_setting_in_its_commented_example(tmp_path: Path) -> None:
+    text, example = _uncommented_upstream_example()
+    (table,) = tomllib.loads(example)["upstreams"]
+    assert set(table) == {f.name for f in fields(UpstreamSettings)}
+    for line in example.splitlines()[1:]:
+        assert " # " in line, f"upstream setting without a comment: {line}"
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    settings = load_settings(path, environ={"STT_LOCAL_WORKERS": "1"})
+    (upstream,) = settings.upstreams
+    assert (upstream.engine, upstream.name, upstream.api_key_env) == ("openai", "cloudru", "CLOUDRU_API_KEY")
+    assert settings.local.workers == 1  # the example leaves the sections after it intact
+    engines = default_engines(settings, environ={"CLOUDRU_API_KEY": "sk-example"})
+    assert list(engines) == ["local", "openai"] and engines["openai"].model == "openai/whisper-large-v3"
+
+
+def test_upstreams_with_one_engine_name_form_one_engine(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[engine]\ndefault = \"cloud\"\n"
+                    + "".join(f'[[upstreams]]\nengine = "{e}"\nname = "{n}"\nbase_url = "http://127.0.0.1:{p}/v1"\n'
+                              f'model = "m-{e}"\nconcurrency = 3\n'
+                              for e, n, p in [("cloud", "a", 1), ("cloud", "b", 2), ("groq", "c", 3)]))
+    settings = load_settings(path, environ={})
+    assert settings.engine.default == "cloud" and [u.name for u in settings.upstreams] == ["a", "b", "c"]
+    engines = default_engines(settings, environ={})
+    assert list(engines) == ["local", "cloud", "groq"]
+    assert engines["cloud"].limits.concurrency == 6 and engines["groq"].model == "m-groq"
+    assert settings.with_overrides(upstreams=[]).upstreams == ()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[[upstreams]]\nname = "a"\nbase_url = "http://h/v1"\nmodel = "m"\napi_key = "sk-x"\n',
+         r"unknown upstream setting\(s\) in \[\[upstreams\]\] #1: api_key"),
+        ('[[upstreams]]\nname = "a"\nbase_url = "http://h/v1"\n', r"#1: .*model"),
+        ('[upstreams]\nname = "a"\n', r"write \[\[upstreams\]\]"),
+        ('[[upstreams]]\nname = "a"\nbase_url = "ftp://h"\nmodel = "m"\n', "base_url"),
+    ],
+    ids=["unknown-key", "missing-key", "not-an-array", "bad-url"],
+)
+def test_bad_upstream_tables_are_clear_errors(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ValueError, match=message):
+        load_settings(path, environ={})
+
+
+def test_an_upstream_engine_may_not_take_the_embedded_engines_name() -> None:
+    settings = Settings().with_overrides(upstreams=[UpstreamSettings("a", "http://h/v1", "m", engine="local")])
+    with pytest.raises(ValueError, match="'local' is taken"):
+        default_engines(settings, environ={})

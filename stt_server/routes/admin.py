@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -19,13 +18,16 @@ SCOPES = ("key", "job_id", "engine", "model", "all")
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json() if request.can_read_body else {}
-    except json.JSONDecodeError:
+    except (ValueError, LookupError):  # bad JSON, bad UTF-8 (found by fuzzing), an unknown charset
         raise BadRequest("the body must be JSON") from None
     if not isinstance(body, dict) or not set(body) & set(SCOPES):
         raise BadRequest(f"say what to invalidate: one of {', '.join(SCOPES)}")
     unknown = set(body) - set(SCOPES)
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+    for name, value in body.items():  # found by fuzzing: a list reached the SQL of L3
+        if not isinstance(value, bool if name == "all" else str):
+            raise BadRequest(f"{name} must be {'true or false' if name == 'all' else 'a string'}", param=name)
     return body
 
 

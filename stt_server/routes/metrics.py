@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from ..job import Status
+from ..looplag import LOOP_LAG, LoopLagMonitor
 from ..metrics import METRICS
 from ..metrics_text import CONTENT_TYPE, Exposition, add_stats
 from ..services import SERVICES, Services
@@ -87,6 +88,15 @@ def _process(expo: Exposition, svc: Services) -> None:
     expo.gauge("stt_ready", "1 when /readyz answers 200", svc.ready)
 
 
+def _loop_lag(expo: Exposition, monitor: LoopLagMonitor) -> None:
+    summary = monitor.summary()
+    fam = expo.family("stt_event_loop_lag_seconds", "gauge",
+                      "How late the event loop woke a 0.1 s sleeper, over the last minute, by quantile")
+    for quantile, key in (("0.5", "p50_s"), ("0.99", "p99_s")):
+        fam.add(summary[key] or 0.0, (("quantile", quantile),))
+    expo.gauge("stt_event_loop_lag_max_seconds", "The event loop's worst lag since start", summary["max_s"])
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
@@ -96,4 +106,6 @@ async def metrics(request: web.Request) -> web.Response:
     _cache(expo, svc)
     _engines(expo, svc)
     _process(expo, svc)
+    if LOOP_LAG in request.app:
+        _loop_lag(expo, request.app[LOOP_LAG])
     return web.Response(body=expo.render().encode(), headers={"Content-Type": CONTENT_TYPE})

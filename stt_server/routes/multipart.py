@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from ..auth import PRINCIPAL
 from ..errors import BadRequest, PayloadTooLarge
 from ..services import Services
 from ..spool import SpooledFile
@@ -23,7 +25,7 @@ def requester(request: web.Request) -> str:
     """Who is asking: the authenticated key's id when there is one, else the peer address.
 
     Jobs record it as their owner; the queue takes turns between owners."""
-    principal = request.get("principal_id")
+    principal = request.get(PRINCIPAL)
     return str(principal) if principal else f"ip:{request.remote or 'unknown'}"
 
 
@@ -60,10 +62,11 @@ async def read_upload(request: web.Request, svc: Services) -> tuple[SpooledFile,
                 value = await _read_field(part)
                 # Repeated fields such as timestamp_granularities[] are kept comma-joined.
                 fields[part.name] = f"{fields[part.name]},{value}" if part.name in fields else value
-    except ValueError as exc:
+    except (ValueError, HttpProcessingError) as exc:  # bad part headers raise the latter
         if spooled is not None:
             svc.spool.discard(spooled)
-        raise BadRequest(f"malformed multipart body: {exc}") from exc
+        reason = getattr(exc, "message", None) or str(exc)
+        raise BadRequest(f"malformed multipart body: {reason}"[:500]) from exc
     except BaseException:
         if spooled is not None:
             svc.spool.discard(spooled)

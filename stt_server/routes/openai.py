@@ -13,6 +13,7 @@ from ..errors import BadRequest, EngineError, NotFound, STTError
 from ..formats import FORMATS, render
 from ..intake import JobOptions, accept_upload, parse_options, wait_finished
 from ..job import Status
+from ..limits import UPLOAD_GATE
 from ..services import SERVICES, Services
 from ..transcript import Transcript
 from .multipart import read_upload, requester
@@ -67,14 +68,16 @@ def _options(svc: Services, fields: dict[str, str], engine: Engine,
 @routes.post("/v1/audio/transcriptions")
 async def transcriptions(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    spooled, filename, fields = await read_upload(request, svc)
-    try:
-        engine = _engine_for_model(svc, fields.get("model"))
-        options, fmt, words = _options(svc, fields, engine, requester(request))
-    except BaseException:
-        svc.spool.discard(spooled)
-        raise
-    job = await accept_upload(svc, spooled, filename, options)
+    owner = requester(request)
+    async with request.app[UPLOAD_GATE].admit(owner, svc.store):  # not held while transcribing
+        spooled, filename, fields = await read_upload(request, svc)
+        try:
+            engine = _engine_for_model(svc, fields.get("model"))
+            options, fmt, words = _options(svc, fields, engine, owner)
+        except BaseException:
+            svc.spool.discard(spooled)
+            raise
+        job = await accept_upload(svc, spooled, filename, options)
     job = await wait_finished(svc, job.id)
     if job.status is not Status.COMPLETED:
         raise EngineError(f"transcription {job.status.value}: {job.error or 'no reason given'}")

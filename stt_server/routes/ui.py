@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..auth import owned_job
 from ..errors import NotFound
 from ..services import SERVICES
 
@@ -177,9 +178,7 @@ async def job_audio(request: web.Request) -> web.StreamResponse:
     """The job's uploaded audio, as stored in the spool; Range requests get 206 (seeking in <audio>)."""
     svc = request.app[SERVICES]
     job_id = request.match_info["id"]
-    job = await svc.store.get_job(job_id)
-    if job is None:
-        raise NotFound(f"no job with id {job_id!r}", param="id")
+    job = await owned_job(request, svc, job_id)
     path = svc.spool.path_for(job.sha256)
     if not path.is_file():
         raise NotFound(f"the audio of job {job_id} is no longer stored", param="id", code="audio_missing")
