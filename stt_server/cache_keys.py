@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Level = Literal["file", "chunk"]
 LEVELS: tuple[Level, ...] = ("file", "chunk")
@@ -85,31 +85,11 @@ def make_key(
     )
 
 
-def file_key(
-    audio_sha256: str,
-    *,
-    engine: str,
-    model: str,
-    language: str | None,
-    prompt: str | None,
-    version: str,
-) -> CacheKey:
-    """The key for a whole uploaded file (sha256 of its bytes as uploaded)."""
-    return make_key(
-        "file", audio_sha256, engine=engine, model=model, language=language, prompt=prompt, version=version
-    )
+def file_key(audio_sha256: str, **parts: Any) -> CacheKey:
+    """The key for a whole uploaded file (sha256 of its bytes as uploaded); ``parts`` as :func:`make_key`."""
+    return make_key("file", audio_sha256, **parts)
 
 
-def chunk_key(
-    pcm_sha256: str,
-    *,
-    engine: str,
-    model: str,
-    language: str | None,
-    prompt: str | None,
-    version: str,
-) -> CacheKey:
-    """The key for one chunk (sha256 of its decoded PCM samples)."""
-    return make_key(
-        "chunk", pcm_sha256, engine=engine, model=model, language=language, prompt=prompt, version=version
-    )
+def chunk_key(pcm_sha256: str, **parts: Any) -> CacheKey:
+    """The key for one chunk (sha256 of its decoded PCM samples); ``parts`` as :func:`make_key`."""
+    return make_key("chunk", pcm_sha256, **parts)
