@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stt_server.engines.base import ChunkRequest  # noqa: E402
-from stt_server.engines.remote import OpenAIEngine, UpstreamSettings  # noqa: E402
+from stt_server.engines.remote import OpenAIEngine  # noqa: E402
+from stt_server.settings import UpstreamSettings  # noqa: E402
 from stt_server.media import pcm_to_wav  # noqa: E402
 
 SIZES = {"16 KB": 16 * 1024, "512 KB": 512 * 1024, "1 MB (30 s WAV)": 960_044}
@@ -41,9 +42,22 @@ Send = Callable[[ChunkRequest], Awaitable[object]]
 Result = tuple[float, int]  # wall seconds, failed uploads
 
 
-def start_server(latency: float, cert: str | None) -> tuple[subprocess.Popen[str], int]:
-    """The fake upstream in its own process (its own core and GIL); returns it and its port."""
-    cmd = [sys.executable, "-m", "tests.fake_upstream", "--latency", str(latency)]
+def tls_files() -> tuple[str, str]:
+    """A throwaway CA (PEM) and a certificate for 127.0.0.1 with its key (PEM), in a temporary directory."""
+    tmp = tempfile.mkdtemp(prefix="bench-ca-")
+    ca = trustme.CA()
+    ca_path, cert_path = os.path.join(tmp, "ca.pem"), os.path.join(tmp, "server.pem")
+    ca.cert_pem.write_to_path(ca_path)
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(cert_path)
+    return ca_path, cert_path
+
+
+def start_server(latency: float, cert: str | None, per_audio_s: float = 0.0) -> tuple[subprocess.Popen[str], int]:
+    """The fake upstream in its own process (its own core and GIL); returns it and its port.
+
+    It answers after ``latency + per_audio_s * seconds of audio in the upload``."""
+    cmd = [sys.executable, "-m", "tests.fake_upstream", "--latency", str(latency),
+           "--latency-per-audio-s", str(per_audio_s)]
     cmd += ["--cert", cert] if cert else []
     proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -96,8 +110,8 @@ async def drive(send: Send, req: ChunkRequest, uploads: int, conc: int) -> Resul
     return time.perf_counter() - t0, sum(isinstance(r, Exception) for r in results)
 
 
-def measure(make: Callable[[], Coroutine[Any, Any, Result]], runs: int) -> str:
-    """``median wall (median client CPU)``, plus the failed uploads over all runs if any."""
+def measure_runs(make: Callable[[], Coroutine[Any, Any, Result]], runs: int) -> tuple[list[float], list[float], int]:
+    """Wall seconds and client CPU seconds of each run, and the failed uploads over all runs."""
     walls, cpus, failed = [], [], 0
     for _ in range(runs):
         c0 = time.process_time()
@@ -105,6 +119,12 @@ def measure(make: Callable[[], Coroutine[Any, Any, Result]], runs: int) -> str:
         walls.append(wall)
         cpus.append(time.process_time() - c0)
         failed += bad
+    return walls, cpus, failed
+
+
+def measure(make: Callable[[], Coroutine[Any, Any, Result]], runs: int) -> str:
+    """``median wall (median client CPU)``, plus the failed uploads over all runs if any."""
+    walls, cpus, failed = measure_runs(make, runs)
     cell = f"{statistics.median(walls):.2f} ({statistics.median(cpus):.2f})"
     return cell + (f" [{failed} failed]" if failed else "")
 
@@ -117,11 +137,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only: keep the table clean
-    tmp = tempfile.mkdtemp(prefix="bench-ca-")
-    ca = trustme.CA()
-    ca_path, cert_path = os.path.join(tmp, "ca.pem"), os.path.join(tmp, "server.pem")
-    ca.cert_pem.write_to_path(ca_path)
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(cert_path)
+    ca_path, cert_path = tls_files()
     tls_proc, tls_port = start_server(args.latency, cert_path)
     plain_proc, plain_port = start_server(args.latency, None)
     https, http = f"https://127.0.0.1:{tls_port}/v1", f"http://127.0.0.1:{plain_port}/v1"
