@@ -7,9 +7,10 @@ both the whole file and each chunk go through the cache, so no audio reaches an 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -74,6 +75,25 @@ def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:
                        silence_db=settings.silence_db)
 
 
+@dataclass
+class _Run:
+    """One job's pass through the pipeline: what every chunk task needs."""
+
+    job: Job
+    engine: Engine
+    path: Path
+    done: dict[int, Transcript]
+    total: int
+    engine_slots: asyncio.Semaphore = field(init=False)
+    decode_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine_slots = asyncio.Semaphore(self.engine.limits.concurrency)
+        # Decoding is CPU work: one ffmpeg per core, taken in chunk order, gets the first chunks
+        # to the engine soonest (sixteen at once would all finish late together).
+        self.decode_slots = asyncio.Semaphore(os.cpu_count() or 2)
+
+
 class Pipeline:
     """Runs one job from its spooled audio to a merged transcript."""
 
@@ -96,8 +116,8 @@ class Pipeline:
             return Outcome(Transcript.from_dict(hit), cached=True)
         path = self.spool_dir / job.sha256
         chunks, done = await self._plan(job, engine, path)
-        pending = [c for c in chunks if c.index not in done]
-        await self._transcribe_all(job, engine, path, pending, done, len(chunks))
+        await self._transcribe_all(_Run(job, engine, path, done, len(chunks)),
+                                   [c for c in chunks if c.index not in done])
         merged = merge_transcripts([(c, done[c.index]) for c in chunks], job.duration_s,
                                    language=job.language or "en")
         if self.cache:
@@ -122,10 +142,10 @@ class Pipeline:
                             chunks=[[c.start, c.end] for c in chunks])
         return chunks, {}
 
-    async def _transcribe_all(self, job: Job, engine: Engine, path: Path, pending: list[Chunk],
-                              done: dict[int, Transcript], total: int) -> None:
-        # One slot more than the engine takes, so the next chunk is extracted while others run.
-        limit = self.settings.chunk_concurrency or engine.limits.concurrency + 1
+    async def _transcribe_all(self, run: _Run, pending: list[Chunk]) -> None:
+        # Twice the engine's concurrency in flight: while the engine works on one set of chunks,
+        # the next set is decoded and waits at the engine's door (run.engine_slots).
+        limit = self.settings.chunk_concurrency or 2 * run.engine.limits.concurrency
         slots = asyncio.Semaphore(limit)
         try:
             async with asyncio.TaskGroup() as group:
@@ -134,33 +154,33 @@ class Pipeline:
                     if self.draining:
                         slots.release()
                         break
-                    group.create_task(self._chunk(job, engine, path, chunk, done, total, slots))
+                    group.create_task(self._chunk(run, chunk, slots))
         except* EngineError as errors:
             raise errors.exceptions[0] from None
-        if len(done) < total:
-            raise Interrupted(f"stopped with {len(done)} of {total} chunks done")
+        if len(run.done) < run.total:
+            raise Interrupted(f"stopped with {len(run.done)} of {run.total} chunks done")
 
-    async def _chunk(self, job: Job, engine: Engine, path: Path, chunk: Chunk,
-                     done: dict[int, Transcript], total: int, slots: asyncio.Semaphore) -> None:
+    async def _chunk(self, run: _Run, chunk: Chunk, slots: asyncio.Semaphore) -> None:
         try:
             key: str | None = None
             if chunk.silent:
                 result = Transcript(segments=(), duration=chunk.duration)
-                await self.bus.emit("chunk.skipped_silent", job.id, index=chunk.index)
+                await self.bus.emit("chunk.skipped_silent", run.job.id, index=chunk.index)
             else:
-                result, key = await self._transcribe_chunk(job, engine, path, chunk)
-            done[chunk.index] = result
-            finished = await self.store.save_chunk_result(job.id, chunk.index, result.to_dict(), key)
-            await self.bus.emit("chunk.completed", job.id, index=chunk.index, chunks_done=finished,
-                                chunks_total=total)
+                result, key = await self._transcribe_chunk(run, chunk)
+            run.done[chunk.index] = result
+            finished = await self.store.save_chunk_result(run.job.id, chunk.index, result.to_dict(), key)
+            await self.bus.emit("chunk.completed", run.job.id, index=chunk.index, chunks_done=finished,
+                                chunks_total=run.total)
         finally:
             slots.release()
 
-    async def _transcribe_chunk(self, job: Job, engine: Engine, path: Path,
-                                chunk: Chunk) -> tuple[Transcript, str]:
+    async def _transcribe_chunk(self, run: _Run, chunk: Chunk) -> tuple[Transcript, str]:
         """The chunk's transcript, from the cache or the engine, and its cache key."""
-        samples = await asyncio.to_thread(
-            extract_pcm, path, chunk.start, chunk.end, self.settings.ffmpeg_timeout_s)
+        job, engine = run.job, run.engine
+        async with run.decode_slots:
+            samples = await asyncio.to_thread(
+                extract_pcm, run.path, chunk.start, chunk.end, self.settings.ffmpeg_timeout_s)
         key = chunk_key(pcm_sha256(samples), engine=engine.name, model=engine.model,
                         language=job.language, prompt=job.prompt, version=_version(job))
         hit = await self.cache.get(key) if self.cache else None
@@ -170,7 +190,8 @@ class Pipeline:
         request = ChunkRequest(samples=samples, language=job.language, prompt=job.prompt,
                                temperature=job.temperature, word_timestamps=job.word_timestamps,
                                job_id=job.id, chunk_index=chunk.index)
-        result = await self._with_retries(job, engine, chunk, request)
+        async with run.engine_slots:
+            result = await self._with_retries(job, engine, chunk, request)
         if self.cache:
             await self.cache.set(key, result.to_dict())
         return result, key.value
@@ -188,7 +209,7 @@ class Pipeline:
                     raise EngineError(
                         f"chunk {chunk.index} ({chunk.start:.2f}-{chunk.end:.2f} s) failed after "
                         f"{attempts} attempts: {err.message}") from err
-                delay = backoff_delay(attempt, self.settings.retry_base_s, self.settings.retry_max_s,
+                delay = backoff_delay(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s,
                                       self._rand())
                 log.warning("chunk_retry", chunk=chunk.index, attempt=attempt, delay=round(delay, 3),
                             error=err.message)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from stt_server.intake import JobOptions, accept_upload, wait_finished
 from stt_server.job import Status
+from stt_server.pipeline import _Run
 from stt_server.services import open_services
 from stt_server.settings import Settings
 
@@ -34,7 +35,8 @@ async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Sett
         engine = svc.engines["local"]
         chunks, _ = await svc.pipeline._plan(job, engine, svc.spool.path_for(job.sha256))
         assert len(chunks) >= 3
-        first, _ = await svc.pipeline._transcribe_chunk(job, engine, svc.spool.path_for(job.sha256), chunks[0])
+        run = _Run(job, engine, svc.spool.path_for(job.sha256), {}, len(chunks))
+        first, _ = await svc.pipeline._transcribe_chunk(run, chunks[0])
         await svc.store.save_chunk_result(job.id, 0, first.to_dict())
         await svc.store.update_job(job.id, status=Status.RUNNING)
         calls_before = engine.stats()["calls"]
