@@ -97,6 +97,40 @@ def plan_chunks(
     ]
 
 
+def settled_chunks(
+    envelope: Sequence[float],
+    frame_s: float,
+    duration_s: float,
+    policy: ChunkPolicy,
+    parallelism: int = 1,
+    after: Chunk | None = None,
+) -> list[Chunk]:
+    """The leading chunks of :func:`plan_chunks` that a partial ``envelope`` already decides
+    (those following ``after``, a chunk settled earlier, when it is given).
+
+    ``envelope`` covers the recording's start only (as it is being decoded). Each cut depends on
+    the frames up to one chunk length past the previous cut, so a cut whose window is wholly
+    measured is final; the last cut is left to the full plan, since a short tail may fold it away.
+    The result is always a prefix of ``plan_chunks`` over the whole envelope.
+    """
+    if frame_s <= 0 or duration_s <= 0:
+        return []
+    known_s = len(envelope) * frame_s
+    length = choose_chunk_length(duration_s, policy.max_chunk_s, parallelism, policy.min_chunk_s)
+    bounds = [after.end if after else 0.0]
+    first = after.index + 1 if after else 0
+    # The window of a cut reaches one frame past ``start + length`` (the frames touching it).
+    while duration_s - bounds[-1] > length + _EPS and bounds[-1] + length + frame_s <= known_s + _EPS:
+        cut = _find_cut(envelope, frame_s, bounds[-1], length, policy)
+        if duration_s - cut <= length + _EPS:
+            break  # possibly the final cut: the full plan decides it
+        bounds.append(cut)
+    return [
+        Chunk(i, start, end, _is_silent(envelope, frame_s, start, end, policy.silence_db))
+        for i, (start, end) in enumerate(zip(bounds, bounds[1:]), start=first)
+    ]
+
+
 def _level(envelope: Sequence[float], i: int) -> float:
     return envelope[i] if 0 <= i < len(envelope) else _LOUD_DB
 

@@ -290,9 +290,15 @@ def energy_envelope(path: str | Path, frame_s: float = 0.05, timeout_s: float = 
     folded into frame energies as it streams past. A trailing partial frame
     counts as a frame.
     """
+    levels = list(envelope_blocks(path, frame_s, timeout_s))
+    return np.concatenate(levels) if levels else np.empty(0, dtype=np.float32)
+
+
+def envelope_blocks(path: str | Path, frame_s: float = 0.05, timeout_s: float = 600) -> Iterator[np.ndarray]:
+    """:func:`energy_envelope` as it is decoded: successive runs of frame levels (float32), so a
+    planner can start on the beginning of a long file while the rest is still being read."""
     local = _local_path(path)
     frame_len = max(1, round(frame_s * ENVELOPE_RATE))
-    levels: list[np.ndarray] = []
     carry = np.empty(0, dtype=np.float64)
     pending = b""
     with _Decoder(_decode_args(local, ENVELOPE_RATE), timeout_s) as decoder:
@@ -302,11 +308,11 @@ def energy_envelope(path: str | Path, frame_s: float = 0.05, timeout_s: float = 
                 block, pending = block[:-1], block[-1:]
             samples = np.concatenate([carry, np.frombuffer(block, dtype="<i2").astype(np.float64)])
             whole = len(samples) - len(samples) % frame_len
-            levels.append(_frame_db(samples[:whole].reshape(-1, frame_len)))
+            if whole:
+                yield _frame_db(samples[:whole].reshape(-1, frame_len)).astype(np.float32)
             carry = samples[whole:]
     if len(carry):
-        levels.append(_frame_db(carry.reshape(1, -1)))
-    return np.concatenate(levels).astype(np.float32) if levels else np.empty(0, dtype=np.float32)
+        yield _frame_db(carry.reshape(1, -1)).astype(np.float32)
 
 
 def _frame_db(frames: np.ndarray) -> np.ndarray:

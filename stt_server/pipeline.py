@@ -7,12 +7,13 @@ both the whole file and each chunk go through the cache, so no audio reaches an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import AsyncIterator, Callable, Mapping
 
 import structlog
 
@@ -20,13 +21,14 @@ from . import PIPELINE_VERSION
 from .backoff import backoff_delay
 from .cache import CacheManager
 from .cache_keys import CacheKey, chunk_key, file_key
-from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes, plan_chunks
+from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes
 from .engines.base import ChunkRequest, Engine
-from .errors import EngineError
+from .errors import EngineError, STTError
 from .events import EventBus
 from .job import Job
-from .media import energy_envelope, extract_pcm, pcm_sha256
+from .media import extract_pcm, pcm_sha256
 from .merge import merge_transcripts
+from .planner import stream_plan
 from .settings import PipelineSettings
 from .store import Store
 from .transcript import Transcript
@@ -75,6 +77,11 @@ def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:
                        silence_db=settings.silence_db)
 
 
+async def _each(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
+    for chunk in chunks:
+        yield chunk
+
+
 @dataclass
 class _Run:
     """One job's pass through the pipeline: what every chunk task needs."""
@@ -83,7 +90,8 @@ class _Run:
     engine: Engine
     path: Path
     done: dict[int, Transcript]
-    total: int
+    total: int  # chunks in the plan (an estimate until planning ends)
+    chunks: list[Chunk] = field(default_factory=list)  # planned so far
     engine_slots: asyncio.Semaphore = field(init=False)
     decode_slots: asyncio.Semaphore = field(init=False)
 
@@ -114,50 +122,79 @@ class Pipeline:
         if hit is not None:
             await self.bus.emit("job.cache_hit", job.id, key=key.value)
             return Outcome(Transcript.from_dict(hit), cached=True)
-        path = self.spool_dir / job.sha256
-        chunks, done = await self._plan(job, engine, path)
-        await self._transcribe_all(_Run(job, engine, path, done, len(chunks)),
-                                   [c for c in chunks if c.index not in done])
-        merged = merge_transcripts([(c, done[c.index]) for c in chunks], job.duration_s,
+        run = _Run(job, engine, self.spool_dir / job.sha256, {}, 0)
+        await self._transcribe_all(run, await self._chunks_to_do(run))
+        merged = merge_transcripts([(c, run.done[c.index]) for c in run.chunks], job.duration_s,
                                    language=job.language or "en")
         if self.cache:
             await self.cache.set(key, merged.to_dict())
         return Outcome(merged, cached=False)
 
-    async def _plan(self, job: Job, engine: Engine, path: Path) -> tuple[list[Chunk], dict[int, Transcript]]:
-        stored = await self.store.get_chunks(job.id)
-        if stored:
-            chunks = [Chunk(c.index, c.start, c.end, c.silent) for c in stored]
-            done = {c.index: Transcript.from_dict(c.result) for c in stored if c.result is not None}
-            await self.bus.emit("job.resumed", job.id, chunks_total=len(chunks), chunks_done=len(done))
-            return chunks, done
-        began = time.perf_counter()
-        envelope = await asyncio.to_thread(
-            energy_envelope, path, self.settings.frame_s, self.settings.ffmpeg_timeout_s)
-        chunks = plan_chunks(envelope, self.settings.frame_s, job.duration_s,
-                             chunk_policy(self.settings, engine), parallelism=engine.limits.concurrency)
-        await self.store.save_plan(job.id, [(c.index, c.start, c.end, c.silent) for c in chunks])
-        log.info("chunks_planned", chunks=len(chunks), seconds=round(time.perf_counter() - began, 3))
-        await self.bus.emit("chunk.planned", job.id, chunks_total=len(chunks),
-                            chunks=[[c.start, c.end] for c in chunks])
-        return chunks, {}
+    async def _chunks_to_do(self, run: _Run) -> AsyncIterator[Chunk]:
+        """A resumed job's missing chunks, or a new plan's chunks as they are decided."""
+        stored = await self.store.get_chunks(run.job.id)
+        if stored and len(stored) == run.job.chunks_total:
+            run.chunks = [Chunk(c.index, c.start, c.end, c.silent) for c in stored]
+            run.done.update({c.index: Transcript.from_dict(c.result) for c in stored if c.result is not None})
+            run.total = len(stored)
+            await self.bus.emit("job.resumed", run.job.id, chunks_total=run.total, chunks_done=len(run.done))
+            return _each([c for c in run.chunks if c.index not in run.done])
+        if stored:  # planning was cut short: plan again (finished chunks come back from the cache)
+            await self.store.clear_plan(run.job.id)
+            await self.bus.emit("job.resumed", run.job.id, chunks_total=0, chunks_done=0, replanned=True)
+        return self._plan(run)
 
-    async def _transcribe_all(self, run: _Run, pending: list[Chunk]) -> None:
+    async def _plan(self, run: _Run) -> AsyncIterator[Chunk]:
+        """Chunks as the planner decides them. Planning runs ahead on its own (it is quick), so the
+        whole plan is stored early however slowly the chunks are taken."""
+        ready: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
+        planning = asyncio.create_task(self._make_plan(run, ready), name=f"plan-{run.job.id}")
+        try:
+            while (item := await ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            planning.cancel()
+            await asyncio.wait([planning])
+
+    async def _make_plan(self, run: _Run, ready: asyncio.Queue[Chunk | BaseException | None]) -> None:
+        began = time.perf_counter()
+        steps = stream_plan(run.path, run.job.duration_s, chunk_policy(self.settings, run.engine),
+                            run.engine.limits.concurrency, self.settings.frame_s, self.settings.ffmpeg_timeout_s)
+        try:
+            async with contextlib.aclosing(steps):
+                async for step in steps:
+                    run.chunks += step.chunks
+                    run.total = step.total
+                    await self.store.save_plan(run.job.id, [(c.index, c.start, c.end, c.silent)
+                                                            for c in step.chunks], step.total)
+                    for chunk in step.chunks:
+                        ready.put_nowait(chunk)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            ready.put_nowait(exc)
+            return
+        log.info("chunks_planned", chunks=run.total, seconds=round(time.perf_counter() - began, 3))
+        await self.bus.emit("chunk.planned", run.job.id, chunks_total=run.total,
+                            chunks=[[c.start, c.end] for c in run.chunks])
+        ready.put_nowait(None)
+
+    async def _transcribe_all(self, run: _Run, chunks: AsyncIterator[Chunk]) -> None:
         # Twice the engine's concurrency in flight: while the engine works on one set of chunks,
         # the next set is decoded and waits at the engine's door (run.engine_slots).
         limit = self.settings.chunk_concurrency or 2 * run.engine.limits.concurrency
         slots = asyncio.Semaphore(limit)
         try:
-            async with asyncio.TaskGroup() as group:
-                for chunk in pending:
+            async with contextlib.aclosing(chunks), asyncio.TaskGroup() as group:  # type: ignore[type-var]
+                async for chunk in chunks:
                     await slots.acquire()
                     if self.draining:
                         slots.release()
                         break
                     group.create_task(self._chunk(run, chunk, slots))
-        except* EngineError as errors:
+        except* STTError as errors:
             raise errors.exceptions[0] from None
-        if len(run.done) < run.total:
+        if len(run.done) < run.total or len(run.done) < len(run.chunks):
             raise Interrupted(f"stopped with {len(run.done)} of {run.total} chunks done")
 
     async def _chunk(self, run: _Run, chunk: Chunk, slots: asyncio.Semaphore) -> None:

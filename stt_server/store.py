@@ -255,13 +255,23 @@ class Store:
         return json.loads(row[0]) if row and row[0] else None
 
     # ---- chunks
-    async def save_plan(self, job_id: str, chunks: Iterable[tuple[int, float, float, bool]]) -> None:
+    async def save_plan(self, job_id: str, chunks: Iterable[tuple[int, float, float, bool]],
+                        total: int | None = None) -> None:
+        """Add planned chunks and set the job's chunk count (``total``: an estimate while the plan
+        grows; the plan is complete once the count equals the chunks stored)."""
         rows = list(chunks)
         await self._db.executemany(
             "INSERT OR IGNORE INTO chunks (job_id, idx, start_s, end_s, silent) VALUES (?, ?, ?, ?, ?)",
             [(job_id, i, s, e, int(silent)) for i, s, e, silent in rows],
         )
-        await self._db.execute("UPDATE jobs SET chunks_total = ? WHERE id = ?", (len(rows), job_id))
+        await self._db.execute("UPDATE jobs SET chunks_total = ? WHERE id = ?",
+                               (len(rows) if total is None else total, job_id))
+        await self._db.commit()
+
+    async def clear_plan(self, job_id: str) -> None:
+        """Forget a plan cut short, to plan the job again."""
+        await self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
+        await self._db.execute("UPDATE jobs SET chunks_total = 0, chunks_done = 0 WHERE id = ?", (job_id,))
         await self._db.commit()
 
     async def get_chunks(self, job_id: str) -> list[StoredChunk]:

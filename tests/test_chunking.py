@@ -8,7 +8,8 @@ from typing import Sequence
 
 import pytest
 
-from stt_server.chunking import Chunk, ChunkPolicy, choose_chunk_length, max_seconds_for_bytes, plan_chunks
+from stt_server.chunking import (Chunk, ChunkPolicy, choose_chunk_length, max_seconds_for_bytes, plan_chunks,
+                                 settled_chunks)
 
 FRAME = 0.1
 LOUD = -20.0
@@ -229,3 +230,34 @@ def test_invariants_on_random_envelopes(seed: int) -> None:
     length = choose_chunk_length(duration, policy.max_chunk_s, parallelism, policy.min_chunk_s)
     assert len(chunks) <= 2 * duration / length + 1
     assert all(c.silent == all(v < policy.silence_db for v in levels_of(levels, frame_s, c)) for c in chunks)
+
+
+# ---------------------------------------------------------------- settled prefix of a partial envelope
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_settled_chunks_are_a_prefix_of_the_full_plan(seed: int) -> None:
+    rng = random.Random(seed)
+    frame_s = 0.05
+    frames = rng.randint(0, 6000)
+    envelope = []
+    while len(envelope) < frames:  # speech and pauses of random lengths
+        level = rng.choice([-80.0, -60.0, -20.0, -10.0])
+        envelope += [level + rng.uniform(-3, 3)] * rng.randint(1, 200)
+    envelope = envelope[:frames]
+    duration = frames * frame_s + rng.uniform(0, frame_s)
+    policy = ChunkPolicy(max_chunk_s=rng.choice([10.0, 30.0]), min_chunk_s=5.0,
+                         silence_search_s=rng.choice([2.0, 6.0]))
+    parallelism = rng.choice([1, 2, 8])
+    full = plan_chunks(envelope, frame_s, duration, policy, parallelism)
+    released: list[Chunk] = []
+    for cut in sorted({0, frames // 7, frames // 3, frames // 2, frames - 1, frames}):
+        prefix = settled_chunks(envelope[:cut], frame_s, duration, policy, parallelism)
+        assert prefix == full[: len(prefix)]
+        # Continuing from the last chunk released gives the same chunks, without replanning.
+        released += settled_chunks(envelope[:cut], frame_s, duration, policy, parallelism,
+                                   after=released[-1] if released else None)
+        assert released == prefix
+    # Nearly the whole plan is settled before the last frames arrive.
+    settled = settled_chunks(envelope, frame_s, duration, policy, parallelism)
+    assert len(full) - len(settled) <= 2

@@ -48,7 +48,8 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
         calls = second.get("/v1/admin/stats")["engines"]["local"]["calls"]
         events = _events(second.base, job["id"])
         text = second.get(f"/v1/jobs/{job['id']}/transcript")["text"]
-    assert calls <= total - done_at_kill
+    # The count at the kill may still have been the planner's estimate: judge by the final plan.
+    assert calls <= finished["progress"]["chunks_total"] - done_at_kill
     resumed_at = next(i for i, e in enumerate(events) if e["event"] == "job.resumed")
     finished_before = {e["data"]["index"] for e in events[:resumed_at] if e["event"] == "chunk.completed"}
     started_after = {e["data"]["index"] for e in events[resumed_at:] if e["event"] == "chunk.started"}

@@ -33,9 +33,9 @@ async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Sett
         job = await accept_upload(svc, spooled, "long.wav", JobOptions())
         # Plan the job and finish its first chunk by hand, as a run cut short would have left it.
         engine = svc.engines["local"]
-        chunks, _ = await svc.pipeline._plan(job, engine, svc.spool.path_for(job.sha256))
-        assert len(chunks) >= 3
-        run = _Run(job, engine, svc.spool.path_for(job.sha256), {}, len(chunks))
+        run = _Run(job, engine, svc.spool.path_for(job.sha256), {}, 0)
+        chunks = [chunk async for chunk in svc.pipeline._plan(run)]
+        assert len(chunks) >= 3 and run.total == len(chunks)
         first, _ = await svc.pipeline._transcribe_chunk(run, chunks[0])
         await svc.store.save_chunk_result(job.id, 0, first.to_dict())
         await svc.store.update_job(job.id, status=Status.RUNNING)
@@ -47,3 +47,30 @@ async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Sett
         assert svc.engines["local"].stats()["calls"] == len([c for c in chunks if not c.silent]) - 1
         events = [e.name for e in await svc.bus.history(job.id)]
         assert "job.resumed" in events
+
+
+async def test_a_plan_cut_short_is_made_again_and_finished_chunks_come_from_the_cache(
+        settings: Settings, tmp_path: Path) -> None:
+    from tests.corpus import build_long_audio
+
+    audio = tmp_path / "long.wav"
+    build_long_audio(audio, min_duration_s=75.0)
+    async with open_services(settings, workers=False) as svc:
+        spooled = await svc.spool.receive_path(audio, 10**9)
+        job = await accept_upload(svc, spooled, "long.wav", JobOptions())
+        engine = svc.engines["local"]
+        run = _Run(job, engine, svc.spool.path_for(job.sha256), {}, 0)
+        chunks = [chunk async for chunk in svc.pipeline._plan(run)]
+        first, key = await svc.pipeline._transcribe_chunk(run, chunks[0])
+        # What a crash while planning leaves: the first chunks stored, the count still an estimate.
+        await svc.store.clear_plan(job.id)
+        await svc.store.save_plan(job.id, [(c.index, c.start, c.end, c.silent) for c in chunks[:2]], len(chunks) + 1)
+        await svc.store.save_chunk_result(job.id, 0, first.to_dict(), key)
+        await svc.store.update_job(job.id, status=Status.RUNNING)
+    async with open_services(settings) as svc:
+        finished = await wait_finished(svc, job.id)
+        assert finished.status is Status.COMPLETED, finished.error
+        assert finished.chunks_total == len(chunks) == finished.chunks_done
+        assert svc.engines["local"].stats()["calls"] == len([c for c in chunks if not c.silent]) - 1
+        events = [e.name for e in await svc.bus.history(job.id)]
+        assert "chunk.cache_hit" in events and "job.resumed" in events
