@@ -23,9 +23,10 @@ from benchmarks.scenario_remote import CONCURRENCY, TARGET_EFFICIENCY, Speedup, 
 from tests.corpus import CORPUS_DIR
 
 SPEEDUP_MINUTES = 7  # 16 chunks of up to 30 s: two full rounds at concurrency 8
-# Each job spends about 1 s outside the fan-out (probe, whole-file energy envelope, extracting the first
-# chunks): at 1 s per chunk that alone holds the ratio near 0.65-0.7 (see the remote rows of
-# `python -m benchmarks`); at 3 s (a hosted Whisper on 30 s of audio) the fan-out itself is measured.
+# A job spends a little time before its fan-out (probe, the first stretch of the energy envelope,
+# decoding the first chunks: about 0.2 s here). At 1 s per chunk the ratio measures 0.78-0.82 on
+# this machine, too close to the bar for a noisy CI; at 3 s (a hosted Whisper on 30 s of audio) it is
+# about 0.9, and a loss of parallelism still fails it. The full run measures the short latencies.
 SPEEDUP_LATENCY = LatencyModel(fixed_s=3.0, per_audio_s=0.0)
 MEMORY_MINUTES = 30
 # The embedded engine: the model's buffers are most of the peak, so this is the check that matters
