@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Protocol
 
 # A final piece shorter than this carries too little audio for the engine to be
 # worth a call of its own (and Whisper hallucinates on near-empty input).
@@ -19,6 +19,14 @@ _EPS = 1e-9
 # Frames past the end of the envelope are unknown; treating them as loud means
 # we never snap to, or skip, audio we have not measured.
 _LOUD_DB = -0.0
+
+
+class Levels(Protocol):
+    """Frame levels in dBFS, indexable: a list of floats, or a numpy array as the pipeline has."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ def max_seconds_for_bytes(max_upload_bytes: int, bytes_per_second: float, header
 
 
 def plan_chunks(
-    envelope: Sequence[float],
+    envelope: Levels,
     frame_s: float,
     duration_s: float,
     policy: ChunkPolicy,
@@ -98,7 +106,7 @@ def plan_chunks(
 
 
 def settled_chunks(
-    envelope: Sequence[float],
+    envelope: Levels,
     frame_s: float,
     duration_s: float,
     policy: ChunkPolicy,
@@ -131,11 +139,11 @@ def settled_chunks(
     ]
 
 
-def _level(envelope: Sequence[float], i: int) -> float:
+def _level(envelope: Levels, i: int) -> float:
     return envelope[i] if 0 <= i < len(envelope) else _LOUD_DB
 
 
-def _find_cut(envelope: Sequence[float], frame_s: float, start: float, length: float, policy: ChunkPolicy) -> float:
+def _find_cut(envelope: Levels, frame_s: float, start: float, length: float, policy: ChunkPolicy) -> float:
     """The quietest point in the last ``silence_search_s`` before ``start + length``."""
     hi = start + length
     # Never search the first half of the chunk: that bounds the chunk count at
@@ -149,7 +157,7 @@ def _find_cut(envelope: Sequence[float], frame_s: float, start: float, length: f
     return _quietest_point(envelope, frame_s, first, last, hi)
 
 
-def _longest_silent_run(envelope: Sequence[float], first: int, last: int, silence_db: float) -> tuple[int, int] | None:
+def _longest_silent_run(envelope: Levels, first: int, last: int, silence_db: float) -> tuple[int, int] | None:
     """``(begin, end)`` frame indices (end exclusive) of the longest silent run; ties go to the latest."""
     best: tuple[int, int] | None = None
     begin: int | None = None
@@ -164,7 +172,7 @@ def _longest_silent_run(envelope: Sequence[float], first: int, last: int, silenc
     return best
 
 
-def _quietest_point(envelope: Sequence[float], frame_s: float, first: int, last: int, hi: float) -> float:
+def _quietest_point(envelope: Levels, frame_s: float, first: int, last: int, hi: float) -> float:
     """The centre of the quietest frame in the window, or ``hi`` itself; ties go to the latest."""
     # ``hi`` competes as the level of the frames it touches, and the latest point
     # wins ties, so continuous speech is cut at exactly the nominal length.
@@ -184,7 +192,7 @@ def _merge_short_tail(bounds: list[float], max_chunk_s: float) -> None:
         del bounds[-2]
 
 
-def _is_silent(envelope: Sequence[float], frame_s: float, start: float, end: float, silence_db: float) -> bool:
+def _is_silent(envelope: Levels, frame_s: float, start: float, end: float, silence_db: float) -> bool:
     """True when every frame overlapping ``[start, end)`` is below ``silence_db``."""
     first = math.floor(start / frame_s + _EPS)
     last = math.ceil(end / frame_s - _EPS)

@@ -13,7 +13,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncGenerator
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def estimate_total(settled: list[Chunk], duration_s: float, length: float) -> in
 
 
 async def stream_plan(path: Path, duration_s: float, policy: ChunkPolicy, parallelism: int,
-                      frame_s: float, timeout_s: float) -> AsyncIterator[PlanStep]:
+                      frame_s: float, timeout_s: float) -> AsyncGenerator[PlanStep, None]:
     """Plan steps for the audio at ``path`` as its envelope is decoded."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[object] = asyncio.Queue()

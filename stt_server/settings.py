@@ -215,7 +215,7 @@ def _merge(settings: Settings, data: Mapping[str, Any]) -> Settings:
     for section in fields(settings):
         current = getattr(settings, section.name)
         values = data.get(section.name)
-        if not values or not is_dataclass(current):
+        if not values or not is_dataclass(current) or isinstance(current, type):
             continue
         known = {f.name: getattr(current, f.name) for f in fields(current)}
         unknown = set(values) - set(known)
