@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stt_server.chunking import Chunk
 from stt_server.intake import JobOptions, accept_upload, wait_finished
-from stt_server.job import Status
+from stt_server.job import Job, Status
 from stt_server.pipeline import _Run
-from stt_server.services import open_services
+from stt_server.services import Services, open_services
 from stt_server.settings import Settings
+from stt_server.transcript import Transcript
+from tests.corpus import build_long_audio
 
 
 async def test_queued_job_survives_a_restart(settings: Settings, corpus: Path) -> None:
@@ -23,20 +26,24 @@ async def test_queued_job_survives_a_restart(settings: Settings, corpus: Path) -
         assert "country" in ((await svc.store.get_transcript(job.id)) or {}).get("text", "")
 
 
-async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Settings, tmp_path: Path) -> None:
-    from tests.corpus import build_long_audio
-
+async def _plan_and_do_first_chunk(svc: Services, tmp_path: Path) -> tuple[Job, list[Chunk], Transcript, str]:
+    """A long job planned, with its first chunk transcribed by hand (and so in the chunk cache)."""
     audio = tmp_path / "long.wav"
     build_long_audio(audio, min_duration_s=75.0)
+    spooled = await svc.spool.receive_path(audio, 10**9)
+    job = await accept_upload(svc, spooled, "long.wav", JobOptions())
+    run = _Run(job, svc.engines["local"], svc.spool.path_for(job.sha256), {}, 0)
+    chunks = [chunk async for chunk in svc.pipeline._plan(run)]
+    assert len(chunks) >= 3 and run.total == len(chunks)
+    first, key = await svc.pipeline._transcribe_chunk(run, chunks[0])
+    return job, chunks, first, key
+
+
+async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Settings, tmp_path: Path) -> None:
     async with open_services(settings, workers=False) as svc:
-        spooled = await svc.spool.receive_path(audio, 10**9)
-        job = await accept_upload(svc, spooled, "long.wav", JobOptions())
-        # Plan the job and finish its first chunk by hand, as a run cut short would have left it.
+        # Finish the first chunk by hand, as a run cut short would have left it.
+        job, chunks, first, _ = await _plan_and_do_first_chunk(svc, tmp_path)
         engine = svc.engines["local"]
-        run = _Run(job, engine, svc.spool.path_for(job.sha256), {}, 0)
-        chunks = [chunk async for chunk in svc.pipeline._plan(run)]
-        assert len(chunks) >= 3 and run.total == len(chunks)
-        first, _ = await svc.pipeline._transcribe_chunk(run, chunks[0])
         await svc.store.save_chunk_result(job.id, 0, first.to_dict())
         await svc.store.update_job(job.id, status=Status.RUNNING)
         calls_before = engine.stats()["calls"]
@@ -51,17 +58,8 @@ async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Sett
 
 async def test_a_plan_cut_short_is_made_again_and_finished_chunks_come_from_the_cache(
         settings: Settings, tmp_path: Path) -> None:
-    from tests.corpus import build_long_audio
-
-    audio = tmp_path / "long.wav"
-    build_long_audio(audio, min_duration_s=75.0)
     async with open_services(settings, workers=False) as svc:
-        spooled = await svc.spool.receive_path(audio, 10**9)
-        job = await accept_upload(svc, spooled, "long.wav", JobOptions())
-        engine = svc.engines["local"]
-        run = _Run(job, engine, svc.spool.path_for(job.sha256), {}, 0)
-        chunks = [chunk async for chunk in svc.pipeline._plan(run)]
-        first, key = await svc.pipeline._transcribe_chunk(run, chunks[0])
+        job, chunks, first, key = await _plan_and_do_first_chunk(svc, tmp_path)
         # What a crash while planning leaves: the first chunks stored, the count still an estimate.
         await svc.store.clear_plan(job.id)
         await svc.store.save_plan(job.id, [(c.index, c.start, c.end, c.silent) for c in chunks[:2]], len(chunks) + 1)
