@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable, Mapping
 
+import numpy as np
 import structlog
 
 from . import PIPELINE_VERSION
@@ -75,6 +76,12 @@ def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:
     return ChunkPolicy(max_chunk_s=limit, min_chunk_s=min(settings.min_chunk_s, limit),
                        silence_search_s=min(settings.silence_search_s, limit / 2),
                        silence_db=settings.silence_db)
+
+
+def _decode_and_hash(path: Path, chunk: Chunk, timeout_s: float) -> tuple[np.ndarray, str]:
+    """One hop off the loop per chunk: its 16 kHz samples and their hash (the chunk's cache key)."""
+    samples = extract_pcm(path, chunk.start, chunk.end, timeout_s)
+    return samples, pcm_sha256(samples)
 
 
 async def _each(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
@@ -216,9 +223,9 @@ class Pipeline:
         """The chunk's transcript, from the cache or the engine, and its cache key."""
         job, engine = run.job, run.engine
         async with run.decode_slots:
-            samples = await asyncio.to_thread(
-                extract_pcm, run.path, chunk.start, chunk.end, self.settings.ffmpeg_timeout_s)
-        key = chunk_key(pcm_sha256(samples), engine=engine.name, model=engine.model,
+            samples, digest = await asyncio.to_thread(
+                _decode_and_hash, run.path, chunk, self.settings.ffmpeg_timeout_s)
+        key = chunk_key(digest, engine=engine.name, model=engine.model,
                         language=job.language, prompt=job.prompt, version=_version(job))
         hit = await self.cache.get(key) if self.cache else None
         if hit is not None:

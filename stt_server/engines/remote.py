@@ -167,7 +167,8 @@ class OpenAIEngine:
         """Send the chunk to the best upstream, retrying as the failure allows; EngineError at the end."""
         if not self._started:
             raise EngineError(f"engine {self.name} is not started")
-        wav, duration = pcm_to_wav(request.samples), len(request.samples) / SAMPLE_RATE
+        wav = await asyncio.to_thread(pcm_to_wav, request.samples)  # CPU work, off the loop
+        duration = len(request.samples) / SAMPLE_RATE
         max_attempts = 1 + max(u.s.retries for u in self._ups)
         attempt, last = 0, None
         while True:
