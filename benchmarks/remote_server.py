@@ -31,7 +31,7 @@ ENGINE = "openai"
 def engine_factory(url: str, concurrency: int) -> Any:
     """An ``engine_factory`` for ``create_app``: one OpenAIEngine named ``openai`` at ``url``."""
 
-    def build(settings: Settings, *_: Any) -> Mapping[str, Engine]:  # *_: the event hook, where taken
+    def build(settings: Settings) -> Mapping[str, Engine]:
         upstream = UpstreamSettings(name="bench", base_url=url, model="whisper-1", concurrency=concurrency,
                                     retries=1, retry_base_s=0.05, timeout_s=300.0)
         return {ENGINE: OpenAIEngine([upstream], name=ENGINE)}

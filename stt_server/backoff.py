@@ -7,6 +7,7 @@ case is a row in a parametrized table.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 
@@ -55,3 +56,30 @@ def _seconds_until_date(value: str, now: float) -> float | None:
     if when is None or when.tzinfo is None:  # HTTP-dates are always GMT; naive means malformed
         return None
     return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one chunk is retried: ``attempts`` tries in all, backoff from ``base_s`` up to ``max_s``."""
+
+    attempts: int = 4
+    base_s: float = 0.5
+    max_s: float = 8.0
+
+
+def retry_delay(policy: RetryPolicy, attempt: int, retryable: bool, retry_after: float | None,
+                rand: float) -> float | None:
+    """Seconds to wait before try ``attempt + 1`` after try ``attempt`` (1-based) failed, or None: give up.
+
+    A failure that trying again cannot mend (``retryable`` False) gives up at once, as does the last
+    allowed try. A Retry-After the upstream asked for is honoured when it is within ``max_s``
+    (the wait is then the longer of it and the backoff); a longer one gives up rather than stall.
+    """
+    if not retryable or attempt >= policy.attempts:
+        return None
+    delay = backoff_delay(attempt - 1, policy.base_s, policy.max_s, rand)
+    if retry_after is None:
+        return delay
+    if retry_after > policy.max_s:
+        return None
+    return max(delay, retry_after)

@@ -98,11 +98,28 @@ class InsufficientStorage(STTError):
 
 
 class EngineError(STTError):
-    """An engine failed to transcribe a chunk; retried by the pipeline, then fails the job."""
+    """An engine failed to transcribe a chunk, and says what kind of failure it was.
+
+    ``retryable``: trying again may help (a timeout, a 5xx, a 429), or not (a 400 stays a 400).
+    ``against_upstream``: the failure speaks of the upstream's health and counts toward opening
+    its circuit (a refused connection does; a 429 or a bad request does not). ``retry_after``:
+    seconds the upstream asked us to wait. ``failure``: the failure in a word or two ("503",
+    "timeout"). ``detail``: the upstream's own words, short. The
+    dispatch runner reads these to retry or give up; the engine itself never retries.
+    """
 
     status = 502
     type = "upstream_error"
     code = "engine_error"
+
+    def __init__(self, message: str, *, retryable: bool = True, against_upstream: bool = False,
+                 retry_after: float | None = None, failure: str = "", detail: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.failure = failure or message
+        self.retryable = retryable
+        self.against_upstream = against_upstream
+        self.retry_after = retry_after
+        self.detail = detail
 
 
 def error_response(err: STTError) -> web.Response:

@@ -6,17 +6,17 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import structlog
 
-from .store import Store
+from .store import EventRecord, Store
 
 log = structlog.get_logger(__name__)
 
 EVENT_NAMES = (
     "job.created", "job.queued", "job.started", "job.cache_hit", "job.resumed",
-    "job.completed", "job.failed", "job.cancelled", "job.deleted",
+    "job.completed", "job.failed", "job.cancelled", "job.deleted", "job.requeued",
     "chunk.planned", "chunk.started", "chunk.completed", "chunk.cache_hit", "chunk.skipped_silent",
     "chunk.retried", "chunk.failed",
     "cache.invalidated", "upstream.circuit_opened", "upstream.circuit_closed",
@@ -65,12 +65,26 @@ class EventBus:
         An event emitted while a request id is bound (an HTTP request, or a job that one created)
         carries it as ``request_id``, so a job can be traced back to the request that made it.
         """
+
+        async def persist(record: EventRecord) -> int:
+            return await self.store.add_event(job_id, record.name, record.data, record.created_at) if job_id else 0
+
+        event = await self.emit_if(name, job_id, data, persist)
+        assert event is not None
+        return event
+
+    async def emit_if(self, name: str, job_id: str | None, data: dict[str, Any],
+                      persist: Callable[[EventRecord], Awaitable[int | None]]) -> Event | None:
+        """Deliver the event if ``persist`` stores it (returns its id) along with whatever change it
+        records; None, and nothing delivered, when ``persist`` declines (returns None)."""
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         if request_id is not None:
             data.setdefault("request_id", request_id)
         async with self._order:
             now = self.clock()
-            event_id = await self.store.add_event(job_id, name, data, now) if job_id else 0
+            event_id = await persist(EventRecord(name, data, now))
+            if event_id is None:
+                return None
             event = Event(event_id, name, job_id, data, now)
             self.counts[name] += 1
             for queue in (*self._subscribers.get(job_id, ()), *self._subscribers.get(None, ())):

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from .errors import BadRequest, InvalidAudio, PayloadTooLarge, TooManyRequests, Unavailable
 from .events import TERMINAL_EVENTS
 from .job import Job, Status, new_job_id, parse_priority
-from .media import probe
+from .engines.base import Engine
+from .media import AudioInfo, probe
 from .services import Services
 from .spool import SpooledFile
 
@@ -68,6 +69,15 @@ async def accept_upload(svc: Services, spooled: SpooledFile, filename: str, opti
         raise
     # Past the spool's size limit: 507, and commit has discarded the upload.
     svc.spool.commit(spooled, max_bytes=svc.settings.retention.spool_max_bytes)
+    try:
+        return await _record(svc, spooled, filename, options, engine, info)
+    finally:
+        svc.spool.release(spooled.sha256)
+
+
+async def _record(svc: Services, spooled: SpooledFile, filename: str, options: JobOptions, engine: Engine,
+                  info: AudioInfo) -> Job:
+    """The job row, its first event and its place in the queue, for audio the spool holds."""
     job = Job(
         id=new_job_id(), status=Status.QUEUED, priority=options.priority,
         filename=_safe_name(filename), size_bytes=spooled.size_bytes, sha256=spooled.sha256,

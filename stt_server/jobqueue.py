@@ -98,7 +98,11 @@ class JobQueue:
         """1-based place in line, or None when not queued."""
         if job_id not in self._entries:
             return None
-        return next(n for n, e in enumerate(self.order(), start=1) if e.job_id == job_id)
+        return self.positions().get(job_id)
+
+    def positions(self) -> dict[str, int]:
+        """Every waiting job's 1-based place in line, from one ordering of the queue."""
+        return {e.job_id: n for n, e in enumerate(self.order(), start=1)}
 
     def depth_by_priority(self) -> dict[str, int]:
         depth = {name: 0 for name in PRIORITIES}

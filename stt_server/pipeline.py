@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Mapping
 
 import numpy as np
 import structlog
 
 from . import PIPELINE_VERSION
-from .backoff import backoff_delay
 from .cache import CacheManager
 from .cache_keys import CacheKey, chunk_key, file_key
 from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes
+from .dispatch import Dispatch
 from .engines.base import ChunkRequest, Engine
 from .errors import EngineError, STTError
 from .events import EventBus
@@ -99,28 +97,19 @@ class _Run:
     done: dict[int, Transcript]
     total: int  # chunks in the plan (an estimate until planning ends)
     chunks: list[Chunk] = field(default_factory=list)  # planned so far
-    engine_slots: asyncio.Semaphore = field(init=False)
-    decode_slots: asyncio.Semaphore = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.engine_slots = asyncio.Semaphore(self.engine.limits.concurrency)
-        # Decoding is CPU work: one ffmpeg per core, taken in chunk order, gets the first chunks
-        # to the engine soonest (sixteen at once would all finish late together).
-        self.decode_slots = asyncio.Semaphore(os.cpu_count() or 2)
 
 
 class Pipeline:
     """Runs one job from its spooled audio to a merged transcript."""
 
     def __init__(self, settings: PipelineSettings, store: Store, bus: EventBus,
-                 cache: CacheManager | None, spool_dir: Path,
-                 rand: Callable[[], float] = random.random) -> None:
+                 cache: CacheManager | None, spool_dir: Path, dispatch: Dispatch) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
         self.cache = cache
         self.spool_dir = spool_dir
-        self._rand = rand
+        self.dispatch = dispatch
         self.draining = False
 
     async def run(self, job: Job, engine: Engine) -> Outcome:
@@ -188,7 +177,7 @@ class Pipeline:
 
     async def _transcribe_all(self, run: _Run, chunks: AsyncIterator[Chunk]) -> None:
         # Twice the engine's concurrency in flight: while the engine works on one set of chunks,
-        # the next set is decoded and waits at the engine's door (run.engine_slots).
+        # the next set is decoded and waits at the engine's door (its dispatch runner, shared by every job).
         limit = self.settings.chunk_concurrency or 2 * run.engine.limits.concurrency
         slots = asyncio.Semaphore(limit)
         try:
@@ -222,7 +211,7 @@ class Pipeline:
     async def _transcribe_chunk(self, run: _Run, chunk: Chunk) -> tuple[Transcript, str]:
         """The chunk's transcript, from the cache or the engine, and its cache key."""
         job, engine = run.job, run.engine
-        async with run.decode_slots:
+        async with self.dispatch.decode_slots:  # shared by every job: one decode per usable core
             samples, digest = await asyncio.to_thread(
                 _decode_and_hash, run.path, chunk, self.settings.ffmpeg_timeout_s)
         key = chunk_key(digest, engine=engine.name, model=engine.model,
@@ -234,34 +223,20 @@ class Pipeline:
         request = ChunkRequest(samples=samples, language=job.language, prompt=job.prompt,
                                temperature=job.temperature, word_timestamps=job.word_timestamps,
                                job_id=job.id, chunk_index=chunk.index)
-        async with run.engine_slots:
-            result = await self._with_retries(job, engine, chunk, request)
+        del samples  # the request holds them now; nothing else should keep them past the call
+
+        async def notify(name: str, data: dict[str, Any]) -> None:
+            await self.bus.emit(name, job.id, index=chunk.index, **data)
+
+        began = time.perf_counter()
+        try:
+            result = await self.dispatch[engine.name].transcribe(request, notify)
+        except EngineError as err:
+            await self.bus.emit("chunk.failed", job.id, index=chunk.index, error=err.message)
+            raise EngineError(f"chunk {chunk.index} ({chunk.start:.2f}-{chunk.end:.2f} s) failed: {err.message}",
+                              retryable=False) from err
+        log.info("chunk_transcribed", chunk=chunk.index, engine=engine.name,
+                 audio_s=round(chunk.duration, 2), seconds=round(time.perf_counter() - began, 3))
         if self.cache:
             await self.cache.set(key, result.to_dict())
         return result, key.value
-
-    async def _with_retries(self, job: Job, engine: Engine, chunk: Chunk, request: ChunkRequest) -> Transcript:
-        attempts = self.settings.chunk_retries + 1
-        for attempt in range(1, attempts + 1):
-            await self.bus.emit("chunk.started", job.id, index=chunk.index, attempt=attempt)
-            began = time.perf_counter()
-            try:
-                result = await engine.transcribe(request)
-            except EngineError as err:
-                if attempt == attempts:
-                    await self.bus.emit("chunk.failed", job.id, index=chunk.index, error=err.message)
-                    raise EngineError(
-                        f"chunk {chunk.index} ({chunk.start:.2f}-{chunk.end:.2f} s) failed after "
-                        f"{attempts} attempts: {err.message}") from err
-                delay = backoff_delay(attempt - 1, self.settings.retry_base_s, self.settings.retry_max_s,
-                                      self._rand())
-                log.warning("chunk_retry", chunk=chunk.index, attempt=attempt, delay=round(delay, 3),
-                            error=err.message)
-                await self.bus.emit("chunk.retried", job.id, index=chunk.index, attempt=attempt,
-                                    error=err.message)
-                await asyncio.sleep(delay)
-                continue
-            log.info("chunk_transcribed", chunk=chunk.index, engine=engine.name,
-                     audio_s=round(chunk.duration, 2), seconds=round(time.perf_counter() - began, 3))
-            return result
-        raise AssertionError("unreachable")

@@ -9,16 +9,14 @@ removed.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import structlog
 
-from .events import EventBus
 from .job import Job, Status
+from .lifecycle import Lifecycle
 from .spool import Spool
-from .store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -55,18 +53,17 @@ def _orphans(spool: Spool, referenced: set[str]) -> int:
     return removed
 
 
-async def recover(store: Store, spool: Spool, bus: EventBus,
-                  enqueue: Callable[[Job], Awaitable[None]]) -> Recovery:
+async def recover(lifecycle: Lifecycle, enqueue: Callable[[Job], Awaitable[None]]) -> Recovery:
     """Queue unfinished jobs again, fail those whose audio is unusable, remove orphaned audio."""
+    store, spool = lifecycle.store, lifecycle.spool
     jobs = await store.unfinished_jobs()
     problems = await asyncio.to_thread(_audio_problems, spool, jobs)
     for job in jobs:
         if job.id in problems:
-            await store.update_job(job.id, status=Status.FAILED, finished_at=time.time(), error=problems[job.id])
-            await bus.emit("job.failed", job.id, error=problems[job.id])
+            await lifecycle.fail(job.id, problems[job.id])
             continue
         if job.status is Status.RUNNING:
-            await store.update_job(job.id, status=Status.QUEUED)
+            await lifecycle.requeue(job.id, "the server stopped while it ran")
         await enqueue(job)
     orphans = await asyncio.to_thread(_orphans, spool, await store.all_sha256())
     report = Recovery(requeued=len(jobs) - len(problems), failed=len(problems), orphans_removed=orphans)

@@ -11,14 +11,17 @@ from typing import AsyncIterator, Callable, Mapping, Sequence
 
 import structlog
 
+from .backoff import RetryPolicy
 from .cache import CacheManager, open_cache
+from .dispatch import Dispatch
 from .engines.base import Engine
 from .engines.local import LocalEngine
-from .engines.remote import OnEvent, OpenAIEngine
+from .engines.remote import OpenAIEngine
 from .errors import BadRequest
 from .events import EventBus, Listener
 from .job import Job
 from .jobqueue import JobQueue
+from .lifecycle import Lifecycle
 from .pipeline import Pipeline
 from .recovery import recover
 from .retention import RetentionSweeper, running_sweeper
@@ -30,21 +33,24 @@ from .workers import Workers
 
 log = structlog.get_logger(__name__)
 
-# Builds the engines from the settings; engines report server events (circuit changes) to ``on_event``.
-EngineFactory = Callable[[Settings, OnEvent], Mapping[str, Engine]]
+# Builds the engines from the settings.
+EngineFactory = Callable[[Settings], Mapping[str, Engine]]
 
 
-def default_engines(settings: Settings, on_event: OnEvent | None = None,
-                    environ: Mapping[str, str] | None = None) -> dict[str, Engine]:
-    """The embedded engine, plus one OpenAIEngine per ``engine`` name of the ``[[upstreams]]``."""
-    engines: dict[str, Engine] = {"local": LocalEngine(settings.local)}
+def default_engines(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Engine]:
+    """The embedded engine (unless ``[local] enabled`` is false: then its model is never loaded),
+    plus one OpenAIEngine per ``engine`` name of the ``[[upstreams]]``."""
+    engines: dict[str, Engine] = {"local": LocalEngine(settings.local)} if settings.local.enabled else {}
     groups: dict[str, list[UpstreamSettings]] = {}
     for upstream in settings.upstreams:
         groups.setdefault(upstream.engine, []).append(upstream)
     for name, group in groups.items():
-        if name in engines:
+        if name == "local":
             raise ValueError(f"upstream engine name {name!r} is taken by the embedded engine")
-        engines[name] = OpenAIEngine(group, on_event, os.environ if environ is None else environ, name=name)
+        engines[name] = OpenAIEngine(group, os.environ if environ is None else environ, name=name)
+    if settings.engine.default not in engines:
+        raise ValueError(f"the default engine {settings.engine.default!r} is not configured; "
+                         f"engines: {', '.join(engines) or 'none'}")
     return engines
 
 
@@ -57,8 +63,10 @@ class Services:
     spool: Spool
     engines: Mapping[str, Engine]
     queue: JobQueue
+    lifecycle: Lifecycle
     pipeline: Pipeline
     workers: Workers
+    dispatch: Dispatch
     started_at: float = field(default_factory=time.time)
     accepting: bool = True
     engines_started: bool = False
@@ -77,8 +85,13 @@ class Services:
 
     @property
     def ready(self) -> bool:
-        """Taking work: engines started and ready, and not shutting down."""
-        return self.accepting and self.engines_started and all(e.ready for e in self.engines.values())
+        """Taking work: the default engine started and ready, and not shutting down. Other engines
+        are reported (``engine_states``) but not required: a job for one that is down waits or fails alone."""
+        default = self.engines.get(self.settings.engine.default)
+        return self.accepting and self.engines_started and default is not None and default.ready
+
+    def engine_states(self) -> dict[str, bool]:
+        return {name: engine.ready for name, engine in self.engines.items()}
 
     async def start_engines(self, *, start_workers: bool = True) -> None:
         """Start (load) every engine, then the workers: until then, jobs wait in the queue."""
@@ -113,6 +126,14 @@ class Services:
         if self._starting is not None:
             await asyncio.shield(self._starting)
 
+    async def cancel(self, job: Job) -> None:
+        """Cancel a queued or running job at any moment: its status first (so every waiter hears
+        ``job.cancelled`` at once), then its place in the queue or its running task, then its audio."""
+        if await self.lifecycle.cancel(job.id):
+            self.queue.remove(job.id)
+            await self.workers.halt(job.id)
+        await self.lifecycle.release_audio(job)
+
     async def enqueue(self, job: Job, *, force: bool = False) -> None:
         await self.queue.put(job.id, job.priority, client=job.owner or "", force=force,
                              enqueued_at=job.created_at)
@@ -124,7 +145,7 @@ class Services:
         async def enqueue(job: Job) -> None:
             await self.enqueue(job, force=True)
 
-        report = await recover(self.store, self.spool, self.bus, enqueue)
+        report = await recover(self.lifecycle, enqueue)
         return report.requeued
 
 
@@ -145,13 +166,17 @@ async def open_services(settings: Settings, engine_factory: EngineFactory = defa
         stack.push_async_callback(cache.close)
         spool = Spool(data / "spool")
         spool.clear_incoming()
-        engines = dict(engine_factory(settings, bus.publish))
+        engines = dict(engine_factory(settings))
         for engine in engines.values():
             stack.push_async_callback(engine.close)
+        p = settings.pipeline
+        dispatch = Dispatch(engines, RetryPolicy(1 + p.chunk_retries, p.retry_base_s, p.retry_max_s),
+                            decoders=p.decoders or None, on_event=bus.publish)
         queue = JobQueue(max_queued=settings.queue.max_queued, ageing_s=settings.queue.ageing_s)
-        pipeline = Pipeline(settings.pipeline, store, bus, cache, spool.directory)
-        runner = Workers(settings.queue.job_workers, queue, store, bus, pipeline, engines)
-        services = Services(settings, store, bus, cache, spool, engines, queue, pipeline, runner)
+        lifecycle = Lifecycle(store, bus, spool)
+        pipeline = Pipeline(p, store, bus, cache, spool.directory, dispatch)
+        runner = Workers(settings.queue.job_workers, queue, lifecycle, pipeline, engines)
+        services = Services(settings, store, bus, cache, spool, engines, queue, lifecycle, pipeline, runner, dispatch)
         # Listening before resume_unfinished: a job it fails still gets its webhook.
         services.webhooks = await stack.enter_async_context(
             open_webhook_sender(settings.webhook, store, bus, os.environ))

@@ -38,6 +38,7 @@ class PipelineSettings:
     silence_db: float = -40.0
     frame_s: float = 0.05
     chunk_concurrency: int = 0
+    decoders: int = 0
     chunk_retries: int = 3
     retry_base_s: float = 0.5
     retry_max_s: float = 8.0
@@ -46,6 +47,7 @@ class PipelineSettings:
 
 @dataclass(frozen=True)
 class LocalEngineSettings:
+    enabled: bool = True
     model: str = "tiny.en"
     compute_type: str = "int8"
     workers: int = 2

@@ -41,6 +41,8 @@ class Spool:
         # audio arrived can tell and keep the file (see ``remove``).
         self._commits = 0
         self._committed: dict[str, int] = {}
+        # Files committed whose job row is not written yet: no removal may take them (see ``hold``).
+        self._held: dict[str, int] = {}
 
     def path_for(self, sha256: str) -> Path:
         return self.directory / sha256
@@ -96,7 +98,8 @@ class Spool:
         return self._commits
 
     def commit(self, spooled: SpooledFile, max_bytes: int | None = None) -> Path:
-        """File the upload under its hash (an identical one already there is kept).
+        """File the upload under its hash (an identical one already there is kept) and hold it until
+        :meth:`release`: the caller records the job that needs it in between.
 
         Raises InsufficientStorage (and discards the upload) if filing it would take the
         spool past ``max_bytes``; an identical file already there costs nothing.
@@ -115,18 +118,32 @@ class Spool:
                 self._used += spooled.size_bytes
             self._commits += 1
             self._committed[spooled.sha256] = self._commits
+            self._held[spooled.sha256] = self._held.get(spooled.sha256, 0) + 1
         return final
+
+    def release(self, sha256: str) -> None:
+        """The job that a ``commit`` filed this file for is recorded (or will never be): a removal
+        may take the file again once no job refers to it."""
+        with self._lock:
+            left = self._held.get(sha256, 0) - 1
+            if left > 0:
+                self._held[sha256] = left
+            else:
+                self._held.pop(sha256, None)
 
     def discard(self, spooled: SpooledFile) -> None:
         spooled.temp_path.unlink(missing_ok=True)
 
     def remove(self, sha256: str, *, unless_committed_after: int | None = None) -> bool:
         """Delete a stored file; with a mark from ``commits``, keep it if it was uploaded again since.
+        A file held by a commit whose job is not recorded yet is always kept.
 
         Returns True when no file is left (deleted, or already gone), False when it was kept.
         """
         path = self.path_for(sha256)
         with self._lock:
+            if sha256 in self._held:
+                return False
             if unless_committed_after is not None and self._committed.get(sha256, 0) > unless_committed_after:
                 return False
             self._committed.pop(sha256, None)

@@ -5,10 +5,12 @@ Nothing else in the server talks SQL.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable, Mapping
 
 import aiosqlite
 
@@ -115,6 +117,15 @@ class StoredEvent:
 
 
 @dataclass(frozen=True)
+class EventRecord:
+    """An event to persist: what happened, its data, and when."""
+
+    name: str
+    data: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
 class RetentionRecord:
     """A job with the times retention deleted its audio and its transcript (None: not yet)."""
 
@@ -124,6 +135,7 @@ class RetentionRecord:
 
 
 _FINISHED = "('completed', 'failed', 'cancelled')"
+_CHUNK_EVENT = "name LIKE 'chunk.%'"  # progress of one chunk: kept for replay until retention
 
 
 def _row_to_job(row: aiosqlite.Row) -> Job:
@@ -139,6 +151,20 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        # One connection serves every coroutine: a write of several statements holds this lock, so
+        # another coroutine's commit cannot land in the middle of it.
+        self._writing = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Statements that commit together or not at all."""
+        async with self._writing:
+            try:
+                yield self._db
+            except BaseException:
+                await asyncio.shield(self._db.rollback())
+                raise
+            await asyncio.shield(self._db.commit())
 
     @classmethod
     async def open(cls, path: Path) -> "Store":
@@ -173,20 +199,33 @@ class Store:
         marks = ", ".join("?" for _ in _JOB_COLUMNS)
         values = [getattr(job, c) for c in _JOB_COLUMNS]
         values[1] = job.status.value
-        await self._db.execute(
-            f"INSERT INTO jobs (seq, {cols}) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), {marks})",
-            values,
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                f"INSERT INTO jobs (seq, {cols}) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), {marks})",
+                values,
+            )
 
-    async def update_job(self, job_id: str, **changes: Any) -> None:
-        if not changes:
-            return
-        if "status" in changes:
-            changes["status"] = Status(changes["status"]).value
-        sets = ", ".join(f"{k} = ?" for k in changes)
-        await self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*changes.values(), job_id])
-        await self._db.commit()
+    async def transition(self, job_id: str, to: Status, from_: Iterable[Status], event: EventRecord,
+                         *, changes: Mapping[str, Any] | None = None,
+                         transcript: dict[str, Any] | None = None) -> int | None:
+        """Move a job to ``to`` if its status is one of ``from_``, with its event, in one transaction.
+
+        The compare-and-set that makes every status change safe against every other: it returns the
+        new event's id when the change applied, None when the job was not in one of ``from_`` (or is
+        gone).
+        """
+        sets = {"status": Status(to).value, **(changes or {})}
+        if transcript is not None:
+            sets["transcript"] = json.dumps(transcript)
+        allowed = [Status(s).value for s in from_]
+        clause = ", ".join(f"{k} = ?" for k in sets)
+        marks = ", ".join("?" for _ in allowed)
+        async with self._transaction() as db:
+            cur = await db.execute(f"UPDATE jobs SET {clause} WHERE id = ? AND status IN ({marks})",
+                                   [*sets.values(), job_id, *allowed])
+            if cur.rowcount != 1:
+                return None
+            return await self._insert_event(job_id, event)
 
     async def get_job(self, job_id: str) -> Job | None:
         async with self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cur:
@@ -239,15 +278,11 @@ class Store:
         return int(row[0])  # type: ignore[index]
 
     async def delete_job(self, job_id: str) -> None:
-        await self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
-        await self._db.execute("DELETE FROM webhook_attempts WHERE job_id = ?", (job_id,))
-        await self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        await self._db.commit()
-
-    async def set_transcript(self, job_id: str, transcript: dict[str, Any] | None) -> None:
-        text = None if transcript is None else json.dumps(transcript)
-        await self._db.execute("UPDATE jobs SET transcript = ? WHERE id = ?", (text, job_id))
-        await self._db.commit()
+        """Remove a job and everything recorded of it: chunks, webhook attempts, events."""
+        async with self._transaction() as db:
+            for table in ("chunks", "webhook_attempts", "events"):
+                await db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+            await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     async def get_transcript(self, job_id: str) -> dict[str, Any] | None:
         async with self._db.execute("SELECT transcript FROM jobs WHERE id = ?", (job_id,)) as cur:
@@ -260,19 +295,19 @@ class Store:
         """Add planned chunks and set the job's chunk count (``total``: an estimate while the plan
         grows; the plan is complete once the count equals the chunks stored)."""
         rows = list(chunks)
-        await self._db.executemany(
-            "INSERT OR IGNORE INTO chunks (job_id, idx, start_s, end_s, silent) VALUES (?, ?, ?, ?, ?)",
-            [(job_id, i, s, e, int(silent)) for i, s, e, silent in rows],
-        )
-        await self._db.execute("UPDATE jobs SET chunks_total = ? WHERE id = ?",
-                               (len(rows) if total is None else total, job_id))
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT OR IGNORE INTO chunks (job_id, idx, start_s, end_s, silent) VALUES (?, ?, ?, ?, ?)",
+                [(job_id, i, s, e, int(silent)) for i, s, e, silent in rows],
+            )
+            await db.execute("UPDATE jobs SET chunks_total = ? WHERE id = ?",
+                                   (len(rows) if total is None else total, job_id))
 
     async def clear_plan(self, job_id: str) -> None:
         """Forget a plan cut short, to plan the job again."""
-        await self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
-        await self._db.execute("UPDATE jobs SET chunks_total = 0, chunks_done = 0 WHERE id = ?", (job_id,))
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
+            await db.execute("UPDATE jobs SET chunks_total = 0, chunks_done = 0 WHERE id = ?", (job_id,))
 
     async def get_chunks(self, job_id: str) -> list[StoredChunk]:
         sql = "SELECT idx, start_s, end_s, silent, result FROM chunks WHERE job_id = ? ORDER BY idx"
@@ -285,16 +320,16 @@ class Store:
     async def save_chunk_result(self, job_id: str, index: int, result: dict[str, Any],
                                 cache_key: str | None = None) -> int:
         """Persist one finished chunk and return how many of the job's chunks are done."""
-        await self._db.execute(
-            "UPDATE chunks SET result = ?, cache_key = ? WHERE job_id = ? AND idx = ?",
-            (json.dumps(result), cache_key, job_id, index),
-        )
-        await self._db.execute(
-            "UPDATE jobs SET chunks_done = (SELECT COUNT(*) FROM chunks WHERE job_id = ? AND result IS NOT NULL)"
-            " WHERE id = ?",
-            (job_id, job_id),
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE chunks SET result = ?, cache_key = ? WHERE job_id = ? AND idx = ?",
+                (json.dumps(result), cache_key, job_id, index),
+            )
+            await db.execute(
+                "UPDATE jobs SET chunks_done = (SELECT COUNT(*) FROM chunks WHERE job_id = ? AND result IS NOT NULL)"
+                " WHERE id = ?",
+                (job_id, job_id),
+            )
         async with self._db.execute("SELECT chunks_done FROM jobs WHERE id = ?", (job_id,)) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
@@ -313,12 +348,20 @@ class Store:
 
     # ---- events
     async def add_event(self, job_id: str | None, name: str, data: dict[str, Any], now: float) -> int:
+        async with self._transaction():
+            return await self._insert_event(job_id, EventRecord(name, data, now))
+
+    async def _insert_event(self, job_id: str | None, event: EventRecord) -> int:
         cur = await self._db.execute(
             "INSERT INTO events (job_id, name, data, created_at) VALUES (?, ?, ?, ?)",
-            (job_id, name, json.dumps(data), now),
+            (job_id, event.name, json.dumps(event.data), event.created_at),
         )
-        await self._db.commit()
         return int(cur.lastrowid or 0)
+
+    async def count_events(self) -> int:
+        async with self._db.execute("SELECT COUNT(*) FROM events") as cur:
+            row = await cur.fetchone()
+        return int(row[0])  # type: ignore[index]
 
     async def events_for(self, job_id: str, after_id: int = 0) -> list[StoredEvent]:
         sql = "SELECT id, job_id, name, data, created_at FROM events WHERE job_id = ? AND id > ? ORDER BY id"
@@ -330,11 +373,11 @@ class Store:
     async def add_webhook_attempt(self, job_id: str, attempt: int, at: float, status: int | None,
                                   error: str | None, duration_s: float) -> None:
         """Record one delivery attempt: the HTTP status it got, or the error that stopped it."""
-        await self._db.execute(
-            "INSERT INTO webhook_attempts (job_id, attempt, at, status, error, duration_s) VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, attempt, at, status, error, duration_s),
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO webhook_attempts (job_id, attempt, at, status, error, duration_s) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, attempt, at, status, error, duration_s),
+            )
 
     async def webhook_attempts(self, job_id: str) -> list[dict[str, Any]]:
         sql = "SELECT attempt, at, status, error, duration_s FROM webhook_attempts WHERE job_id = ? ORDER BY id"
@@ -364,17 +407,19 @@ class Store:
         return [RetentionRecord(_row_to_job(r), r["audio_deleted_at"], r["transcript_deleted_at"]) for r in rows]
 
     async def mark_audio_deleted(self, job_ids: Iterable[str], now: float) -> None:
-        await self._db.executemany("UPDATE jobs SET audio_deleted_at = ? WHERE id = ?",
-                                   [(now, job_id) for job_id in job_ids])
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.executemany("UPDATE jobs SET audio_deleted_at = ? WHERE id = ?",
+                                       [(now, job_id) for job_id in job_ids])
 
     async def expire_transcripts(self, job_ids: Iterable[str], now: float) -> None:
-        """Delete the transcripts (and the per-chunk results they were merged from) of these jobs."""
+        """Delete the transcripts of these jobs, with the per-chunk results they were merged from and
+        the chunk-level events of their progress (the job-level history stays)."""
         ids = [(job_id,) for job_id in job_ids]
-        await self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
-        await self._db.executemany("UPDATE jobs SET transcript = NULL, transcript_deleted_at = ? WHERE id = ?",
-                                   [(now, job_id) for (job_id,) in ids])
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
+            await db.executemany(f"DELETE FROM events WHERE job_id = ? AND {_CHUNK_EVENT}", ids)
+            await db.executemany("UPDATE jobs SET transcript = NULL, transcript_deleted_at = ? WHERE id = ?",
+                                       [(now, job_id) for (job_id,) in ids])
 
     async def transcript_deleted_at(self, job_id: str) -> float | None:
         async with self._db.execute("SELECT transcript_deleted_at FROM jobs WHERE id = ?", (job_id,)) as cur:

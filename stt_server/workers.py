@@ -3,37 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Callable, Mapping
+from typing import Mapping
 
 import structlog
 
 from .engines.base import Engine
 from .errors import STTError
-from .events import EventBus
-from .job import Job, Status
 from .jobqueue import JobQueue
+from .lifecycle import Lifecycle
 from .pipeline import Interrupted, Pipeline
-from .store import Store
 
 log = structlog.get_logger(__name__)
 
 
 class Workers:
-    """A fixed number of worker tasks; each job runs as its own task so it can be cancelled alone."""
+    """A fixed number of worker tasks; each job runs as its own task so it can be stopped alone.
 
-    def __init__(self, count: int, queue: JobQueue, store: Store, bus: EventBus, pipeline: Pipeline,
-                 engines: Mapping[str, Engine], clock: Callable[[], float] = time.time) -> None:
+    Workers decide nothing about a job's status: they ask the lifecycle to start, complete, fail
+    or requeue it, and each of those applies only if nobody (a cancel) got there first.
+    """
+
+    def __init__(self, count: int, queue: JobQueue, lifecycle: Lifecycle, pipeline: Pipeline,
+                 engines: Mapping[str, Engine]) -> None:
         self.count = count
         self.queue = queue
-        self.store = store
-        self.bus = bus
+        self.lifecycle = lifecycle
         self.pipeline = pipeline
         self.engines = engines
-        self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._cancel_requested: set[str] = set()
         self._draining = False
 
     @property
@@ -68,15 +66,12 @@ class Workers:
             log.info("draining", jobs=len(running), grace_s=grace_s)
             await asyncio.wait(running, timeout=grace_s)
 
-    async def cancel(self, job_id: str) -> bool:
-        """Cancel a running job and wait for it to stop; False when it was not running."""
+    async def halt(self, job_id: str, wait_s: float = 1.0) -> None:
+        """Stop the work on a job whose status the lifecycle has already settled (cancelled)."""
         task = self._running.get(job_id)
-        if task is None:
-            return False
-        self._cancel_requested.add(job_id)
-        task.cancel()
-        await asyncio.wait([task])
-        return True
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=wait_s)
 
     async def _loop(self) -> None:
         while True:
@@ -97,53 +92,27 @@ class Workers:
                     raise
             finally:
                 self._running.pop(job_id, None)
-                self._cancel_requested.discard(job_id)
 
     async def _process(self, job_id: str) -> None:
-        job = await self.store.get_job(job_id)
-        if job is None or job.status.finished:
-            return
-        # The job's own task: these bindings reach every line and event of its pipeline, no further.
-        request_id = await self.bus.origin_request_id(job_id)
-        structlog.contextvars.bind_contextvars(job_id=job_id, **({"request_id": request_id} if request_id else {}))
-        started = job.started_at or self.clock()
-        await self.store.update_job(job_id, status=Status.RUNNING, started_at=started)
-        await self.bus.emit("job.started", job_id, engine=job.engine, model=job.model)
+        """Run one job. Whatever happens, it leaves running: completed, failed, or queued again
+        (a cancel that came first wins every one of these, as the lifecycle only moves a running job)."""
+        reason = "stopped"
         try:
-            engine = self.engines[job.engine]
-            outcome = await self.pipeline.run(job.evolve(started_at=started), engine)
-        except asyncio.CancelledError:
-            await self._stopped(job)
-            raise
+            job = await self.lifecycle.start(job_id)
+            if job is None:
+                return  # cancelled or deleted while it waited
+            # The job's own task: these bindings reach every line and event of its pipeline, no further.
+            request_id = await self.lifecycle.bus.origin_request_id(job_id)
+            structlog.contextvars.bind_contextvars(job_id=job_id, **({"request_id": request_id} if request_id else {}))
+            outcome = await self.pipeline.run(job, self.engines[job.engine])
+            await self.lifecycle.complete(job, outcome.transcript.to_dict(), outcome.cached)
         except Interrupted as stop:
-            await self.store.update_job(job_id, status=Status.QUEUED)
-            log.info("job_interrupted", reason=str(stop))
-            return
+            reason = str(stop)
         except STTError as err:
-            await self._failed(job, err.message)
-            return
+            await self.lifecycle.fail(job_id, err.message)
         except Exception as exc:  # noqa: BLE001 - a job fails with a message, the worker lives on
             log.exception("job_crashed")
-            await self._failed(job, f"internal error: {type(exc).__name__}: {exc}")
-            return
-        finished = self.clock()
-        await self.store.set_transcript(job_id, outcome.transcript.to_dict())
-        await self.store.update_job(job_id, status=Status.COMPLETED, finished_at=finished,
-                                    cached=outcome.cached, error=None)
-        await self.bus.emit("job.completed", job_id, cached=outcome.cached,
-                            seconds=round(finished - started, 3), duration_s=job.duration_s)
-        log.info("job_completed", cached=outcome.cached, seconds=round(finished - started, 3))
-
-    async def _failed(self, job: Job, message: str) -> None:
-        await self.store.update_job(job.id, status=Status.FAILED, finished_at=self.clock(), error=message)
-        await self.bus.emit("job.failed", job.id, error=message)
-        log.warning("job_failed", error=message)
-
-    async def _stopped(self, job: Job) -> None:
-        if job.id in self._cancel_requested:
-            await self.store.update_job(job.id, status=Status.CANCELLED, finished_at=self.clock())
-            await self.bus.emit("job.cancelled", job.id)
-            log.info("job_cancelled")
-        else:
-            await self.store.update_job(job.id, status=Status.QUEUED)
-            log.info("job_interrupted")
+            await self.lifecycle.fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            # A no-op unless the job is still running: a stop, a drain, or an error while settling it.
+            await asyncio.shield(self.lifecycle.requeue(job_id, reason))

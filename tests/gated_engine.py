@@ -61,4 +61,4 @@ def gated_settings(settings: Settings) -> Settings:
 
 def factory_for(engine: GatedEngine):  # type: ignore[no-untyped-def]
     """An ``engine_factory`` for ``create_app`` that serves this one engine."""
-    return lambda settings, on_event: {engine.name: engine}
+    return lambda settings: {engine.name: engine}

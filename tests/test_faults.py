@@ -22,7 +22,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from stt_server.store import Store
+from stt_server.store import EventRecord, Store
 from tests.conftest import services_of, wait_job
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 from tests.serverproc import running_server
@@ -72,7 +72,7 @@ WRITER = r"""
 import asyncio, sys, time
 from pathlib import Path
 from stt_server.job import Job, Status, new_job_id
-from stt_server.store import Store
+from stt_server.store import EventRecord, Store
 
 async def main(path: str) -> None:
     store = await Store.open(Path(path))
@@ -82,7 +82,7 @@ async def main(path: str) -> None:
         await store.insert_job(job)
         await store.save_plan(job.id, [(i, float(i), i + 1.0, False) for i in range(20)])
         await store.add_event(job.id, "job.created", {"pad": "x" * 4000}, time.time())
-        await store.update_job(job.id, status=Status.RUNNING)
+        await store.transition(job.id, Status.RUNNING, (Status.QUEUED,), EventRecord("job.started", {}, time.time()))
         print(job.id, flush=True)  # after the commits: every id printed must survive the kill
 
 asyncio.run(main(sys.argv[1]))
@@ -113,7 +113,7 @@ async def test_sigkill_during_sqlite_writes_loses_nothing_committed(tmp_path: Pa
         assert set(committed) <= unfinished  # every job reported written is there, whole
         for job_id in committed[::25]:
             assert len(await store.get_chunks(job_id)) == 20
-            assert [e.name for e in await store.events_for(job_id)] == ["job.created"]
+            assert [e.name for e in await store.events_for(job_id)] == ["job.created", "job.started"]
     finally:
         await store.close()
 

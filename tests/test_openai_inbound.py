@@ -126,7 +126,7 @@ async def test_sdk_error_types_for_401_429_and_5xx(make_client, settings, corpus
         auth={"keys": [{"id": "alice", "sha256": hash_key(key), "role": "user"}]},
         limits={"uploads_per_minute": 1, "upload_burst": 1},
         pipeline={"chunk_retries": 0}, engine={"default": "broken"})
-    client = await make_client(keyed, engine_factory=lambda s, on_event: {"broken": _BrokenEngine()})
+    client = await make_client(keyed, engine_factory=lambda s: {"broken": _BrokenEngine()})
     base = str(client.make_url("/v1"))
     with pytest.raises(openai.AuthenticationError):
         await openai.AsyncOpenAI(base_url=base, api_key="sk-wrong", max_retries=0).models.list()

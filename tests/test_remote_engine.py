@@ -8,12 +8,14 @@ import json
 import time
 import wave
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from stt_server.backoff import RetryPolicy
+from stt_server.dispatch import OnEvent, Runner
 from stt_server.engines.base import ChunkRequest, Engine
 from stt_server.engines.openai_format import parse_verbose_json
 from stt_server.engines.remote import OpenAIEngine
@@ -33,11 +35,13 @@ def up(fake: FakeUpstream | str, name: str = "up", **kw: Any) -> UpstreamSetting
 
 
 @asynccontextmanager
-async def running(*ups: UpstreamSettings, **kw: Any) -> AsyncIterator[OpenAIEngine]:
+async def running(*ups: UpstreamSettings, on_event: OnEvent | None = None, clock: Callable[[], float] = time.monotonic,
+                  **kw: Any) -> AsyncIterator[Runner]:
+    """The engine behind its dispatch runner, as the server drives it (retries, circuits, routing)."""
     engine = OpenAIEngine(list(ups), **kw)
     await engine.start()
     try:
-        yield engine
+        yield Runner(engine, RetryPolicy(), on_event, clock)
     finally:
         await engine.close()
 
@@ -46,14 +50,14 @@ def chunk(seconds: float = 1.0, **kw: Any) -> ChunkRequest:
     return ChunkRequest(samples=np.zeros(int(16_000 * seconds), dtype=np.float32), **kw)
 
 
-def ups_stats(engine: OpenAIEngine, name: str = "up") -> dict[str, Any]:
+def ups_stats(engine: Runner, name: str = "up") -> dict[str, Any]:
     stats: dict[str, Any] = engine.stats()["upstreams"][name]
     return stats
 
 
 async def test_happy_path_parses_verbose_json_and_sends_the_form(fake_upstream: FakeUpstream) -> None:
     async with running(up(fake_upstream)) as engine:
-        assert isinstance(engine, Engine) and engine.ready
+        assert isinstance(engine.engine, Engine) and engine.engine.ready
         t = await engine.transcribe(chunk(1.0, language="en", prompt="Hello.", word_timestamps=True))
     assert t.text == "chunk of 32044 bytes" and t.language == "en" and t.duration == 1.0
     (seg,) = t.segments
@@ -74,7 +78,7 @@ async def test_live_pool_figures(fake_upstream: FakeUpstream) -> None:
     async with running(up(fake_upstream)) as engine:
         await engine.transcribe(chunk(0.1))
         assert ups_stats(engine)["connections_open"] == 1
-        assert engine.limits.max_chunk_s == 30.0 and engine.limits.concurrency == 8
+        assert engine.engine.limits.max_chunk_s == 30.0 and engine.engine.limits.concurrency == 8
 
 
 async def test_text_only_answer_becomes_one_segment(fake_upstream: FakeUpstream) -> None:
@@ -202,7 +206,7 @@ async def test_circuit_half_opens_after_cooldown_and_closes(fake_upstream: FakeU
 async def test_two_upstreams_share_the_load(fake_upstream_factory: MakeUpstream) -> None:
     a, b = fake_upstream_factory(latency_s=0.05), fake_upstream_factory(latency_s=0.05)
     async with running(up(a, "a", concurrency=4), up(b, "b", concurrency=4)) as engine:
-        assert engine.limits.concurrency == 8
+        assert engine.engine.limits.concurrency == 8
         await asyncio.gather(*(engine.transcribe(chunk(0.2)) for _ in range(20)))
         await engine.transcribe(chunk(0.2))
         await engine.transcribe(chunk(0.2))  # sequential calls alternate too

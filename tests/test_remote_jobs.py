@@ -230,6 +230,6 @@ async def test_the_api_key_goes_upstream_as_bearer_and_nowhere_else(
     assert failed["status"] == "failed" and "last status 401" in failed["error"], failed
     assert "auth: Bearer ***" in failed["error"]
     assert json.loads(stats)["engines"]["openai"]["upstreams"]["fake"]["authenticated"] is True
-    assert any(line.get("event") == "upstream_failed" for line in logs)
+    assert any(line.get("event") == "chunk_gave_up" for line in logs)
     for text in (failed["error"], stats, metrics, events, repr(logs)):
         assert secret not in text

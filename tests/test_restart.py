@@ -12,6 +12,7 @@ from stt_server.services import Services, open_services
 from stt_server.settings import Settings
 from stt_server.transcript import Transcript
 from tests.corpus import build_long_audio
+from tests.jobstate import settle
 
 
 async def test_queued_job_survives_a_restart(settings: Settings, corpus: Path) -> None:
@@ -45,7 +46,7 @@ async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Sett
         job, chunks, first, _ = await _plan_and_do_first_chunk(svc, tmp_path)
         engine = svc.engines["local"]
         await svc.store.save_chunk_result(job.id, 0, first.to_dict())
-        await svc.store.update_job(job.id, status=Status.RUNNING)
+        await settle(svc.store, job.id, Status.RUNNING)
         calls_before = engine.stats()["calls"]
         assert calls_before == 1
     async with open_services(settings) as svc:
@@ -64,7 +65,7 @@ async def test_a_plan_cut_short_is_made_again_and_finished_chunks_come_from_the_
         await svc.store.clear_plan(job.id)
         await svc.store.save_plan(job.id, [(c.index, c.start, c.end, c.silent) for c in chunks[:2]], len(chunks) + 1)
         await svc.store.save_chunk_result(job.id, 0, first.to_dict(), key)
-        await svc.store.update_job(job.id, status=Status.RUNNING)
+        await settle(svc.store, job.id, Status.RUNNING)
     async with open_services(settings) as svc:
         finished = await wait_finished(svc, job.id)
         assert finished.status is Status.COMPLETED, finished.error

@@ -19,6 +19,7 @@ from stt_server.settings import RetentionSettings, Settings
 from stt_server.spool import Spool
 from stt_server.store import RetentionRecord, Store
 from tests.conftest import services_of, upload, wait_job
+from tests.jobstate import settle
 
 MakeClient = Callable[..., Awaitable[TestClient]]
 DAY = 86400.0
@@ -88,16 +89,23 @@ async def test_spool_keeps_a_running_total_and_refuses_past_its_limit(tmp_path: 
     assert refused.value.status == 507 and refused.value.code == "spool_full"
     assert list(spool.incoming.iterdir()) == [] and spool.used_bytes() == 100
     assert Spool(tmp_path / "spool").used_bytes() == 100  # a restart scans once
+    assert not spool.remove(first.sha256)  # held: the jobs of those uploads are not recorded yet
+    spool.release(first.sha256)
+    assert not spool.remove(first.sha256)  # the second upload still holds it
+    spool.release(first.sha256)
     assert spool.remove(first.sha256) and spool.used_bytes() == 0
     assert spool.remove(first.sha256)  # already gone: nothing left either way
 
 
 async def test_a_file_uploaded_again_after_the_sweep_began_is_kept(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    spool.commit(await _spooled(spool, tmp_path, b"x" * 10))
+    first = await _spooled(spool, tmp_path, b"x" * 10)
+    spool.commit(first)
+    spool.release(first.sha256)
     mark = spool.commits
     again = await _spooled(spool, tmp_path, b"x" * 10)
     spool.commit(again)
+    spool.release(again.sha256)
     assert not spool.remove(again.sha256, unless_committed_after=mark)
     assert spool.path_for(again.sha256).exists() and spool.used_bytes() == 10
 
@@ -116,11 +124,12 @@ async def test_sweeper_deletes_shared_audio_only_when_no_job_needs_it(store: Sto
     spool = Spool(tmp_path / "spool")
     spooled = await _spooled(spool, tmp_path, b"audio" * 20)
     spool.commit(spooled)
+    spool.release(spooled.sha256)
     old = _job(new_job_id(), sha=spooled.sha256).evolve(finished_at=1000.0, created_at=900.0)
     waiting = old.evolve(id=new_job_id(), status=Status.QUEUED, finished_at=None, created_at=1500.0)
     for job in (old, waiting):
         await store.insert_job(job)
-    await store.set_transcript(old.id, {"text": "hello", "segments": []})
+    await settle(store, old.id, Status.COMPLETED, transcript={"text": "hello", "segments": []})
     clock = [1000.0 + AUDIO_TTL + 1]
     sweeper = RetentionSweeper(RetentionSettings(audio_ttl_s=AUDIO_TTL, transcript_ttl_s=TRANSCRIPT_TTL),
                                store, spool, EventBus(store), clock=lambda: clock[0])
@@ -128,7 +137,7 @@ async def test_sweeper_deletes_shared_audio_only_when_no_job_needs_it(store: Sto
     result = await sweeper.sweep()
     assert result.audio_job_ids == [] and spool.path_for(spooled.sha256).exists()
 
-    await store.update_job(waiting.id, status=Status.COMPLETED, finished_at=clock[0] - AUDIO_TTL - 1)
+    await settle(store, waiting.id, Status.COMPLETED, finished_at=clock[0] - AUDIO_TTL - 1)
     result = await sweeper.sweep()
     assert sorted(result.audio_job_ids) == sorted([old.id, waiting.id]) and result.files_removed == 1
     assert not spool.path_for(spooled.sha256).exists() and spool.used_bytes() == 0
@@ -142,7 +151,7 @@ async def test_sweeper_deletes_shared_audio_only_when_no_job_needs_it(store: Sto
     assert await store.get_chunks(old.id) == []
     assert (await sweeper.sweep()).transcript_job_ids == []  # once
     names = [e.name for e in await sweeper.bus.history(old.id)]
-    assert names == ["job.audio_expired", "job.transcript_expired"]
+    assert names == ["job.completed", "job.audio_expired", "job.transcript_expired"]
 
 
 # ---- end to end

@@ -52,7 +52,7 @@ async def base_url(aiohttp_server: Callable[..., Awaitable[TestServer]], setting
                    gate: GatedEngine) -> str:
     """The real app on a free port: the local engine plus the gated one, one job at a time."""
     app = create_app(settings.with_overrides(queue={"job_workers": 1}),
-                     engine_factory=lambda s, on_event: {**default_engines(s, on_event), gate.name: gate})
+                     engine_factory=lambda s: {**default_engines(s), gate.name: gate})
     server = await aiohttp_server(app)
     return str(server.make_url("")).rstrip("/")
 

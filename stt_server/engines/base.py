@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..backoff import RetryPolicy
 from ..transcript import Transcript
 
 
@@ -30,21 +31,44 @@ class ChunkRequest:
     word_timestamps: bool = False
     job_id: str | None = None
     chunk_index: int | None = None
+    target: str | None = None  # which of the engine's targets to send it to (None: its only one)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place an engine sends work (an upstream, or the engine itself) and the rules for it.
+
+    The dispatch runner enforces them: at most ``concurrency`` requests at once, ``retry`` for
+    failed chunks, and, when ``circuit_threshold`` is set, a circuit breaker that opens after that
+    many failures in a row and lets a probe through ``circuit_cooldown_s`` later.
+    """
+
+    name: str
+    concurrency: int
+    retry: RetryPolicy | None = None  # None: the pipeline's chunk retries
+    circuit_threshold: int | None = None
+    circuit_cooldown_s: float = 30.0
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """A transcription engine. ``name`` and ``model`` go into cache keys."""
+    """A transcription engine: it only does I/O. ``name`` and ``model`` go into cache keys.
+
+    An engine makes one attempt per call and raises ``errors.EngineError`` saying what kind of
+    failure it met; how much work it gets, retries and circuits are the dispatch runner's. An
+    engine with several upstreams lists them as ``targets`` and sends to ``request.target``.
+    """
 
     name: str
     model: str
     limits: EngineLimits
+    targets: tuple[Target, ...]
 
     async def start(self) -> None:
         """Load models / open connection pools. Called once at start-up."""
 
     async def transcribe(self, request: ChunkRequest) -> Transcript:
-        """Transcribe one chunk; raise ``errors.EngineError`` on failure (the pipeline retries)."""
+        """Transcribe one chunk, once; raise ``errors.EngineError`` on failure."""
 
     @property
     def ready(self) -> bool:

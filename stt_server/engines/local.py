@@ -13,7 +13,7 @@ import structlog
 from ..errors import EngineError
 from ..settings import LocalEngineSettings
 from ..transcript import Segment, Transcript, Word
-from .base import ChunkRequest, EngineLimits
+from .base import ChunkRequest, EngineLimits, Target
 
 log = structlog.get_logger(__name__)
 
@@ -53,8 +53,9 @@ class LocalEngine:
         self.settings = settings
         self.model = settings.model
         self.limits = EngineLimits(max_chunk_s=30.0, max_upload_bytes=None, concurrency=settings.workers)
+        # The dispatch runner keeps the calls at once to ``workers``.
+        self.targets: tuple[Target, ...] = (Target(self.name, settings.workers),)
         self._model: Any = None
-        self._slots = asyncio.Semaphore(settings.workers)
         self._calls = 0
         self._busy = 0
         self._seconds = 0.0
@@ -82,21 +83,18 @@ class LocalEngine:
 
     async def transcribe(self, request: ChunkRequest) -> Transcript:
         if self._model is None:
-            raise EngineError("the local model is not loaded")
-        async with self._slots:
-            self._busy += 1
-            began = time.perf_counter()
-            try:
-                return await asyncio.to_thread(self._run, request)
-            except EngineError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any model failure is an engine error
-                raise EngineError(f"local engine failed: {exc}") from exc
-            finally:
-                self._busy -= 1
-                self._calls += 1
-                self._seconds += time.perf_counter() - began
-                self._audio_s += len(request.samples) / 16000
+            raise EngineError("the local model is not loaded", retryable=False)
+        self._busy += 1
+        began = time.perf_counter()
+        try:
+            return await asyncio.to_thread(self._run, request)
+        except Exception as exc:  # noqa: BLE001 - any model failure is an engine error
+            raise EngineError(f"local engine failed: {exc}") from exc
+        finally:
+            self._busy -= 1
+            self._calls += 1
+            self._seconds += time.perf_counter() - began
+            self._audio_s += len(request.samples) / 16000
 
     def _run(self, request: ChunkRequest) -> Transcript:
         language = request.language

@@ -1,14 +1,18 @@
-"""Operators' actions: cache invalidation."""
+"""The operators' routes: the server's stats, and cache invalidation."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound
+from ..limits import UPLOAD_GATE
+from ..looplag import LOOP_LAG
+from ..metrics import METRICS
 from ..pipeline import job_cache_keys
-from ..services import SERVICES
+from ..services import SERVICES, Services
 
 routes = web.RouteTableDef()
 
@@ -53,3 +57,31 @@ async def invalidate(request: web.Request) -> web.Response:
         raise BadRequest("'all' must be true, or give a non-empty key, job_id, engine or model")
     await svc.bus.emit("cache.invalidated", body.get("job_id"), scope=body, removed=removed)
     return web.json_response({"removed": removed, "scope": body})
+
+
+def _oldest(svc: Services) -> dict[str, object] | None:
+    """The job that has waited longest, and for how long."""
+    entry = svc.queue.oldest()
+    if entry is None:
+        return None
+    return {"job_id": entry.job_id, "priority": entry.priority,
+            "waiting_s": round(max(0.0, time.time() - entry.enqueued_at), 3)}
+
+
+@routes.get("/v1/admin/stats")
+async def admin_stats(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    return web.json_response({
+        "uptime_s": round(time.time() - svc.started_at, 3),
+        "queue": {"depth": len(svc.queue), "by_priority": svc.queue.depth_by_priority(),
+                  "max_queued": svc.queue.max_queued, "oldest": _oldest(svc)},
+        "workers": {"total": svc.workers.count, "busy": svc.workers.busy,
+                    "running": svc.workers.running_ids()},
+        "jobs": await svc.store.counts_by_status(),
+        "cache": svc.cache.stats() if svc.cache else {},
+        "engines": svc.dispatch.stats(),
+        "events": dict(svc.bus.counts),
+        "metrics": request.app[METRICS].summary() if METRICS in request.app else {},
+        "event_loop": request.app[LOOP_LAG].summary() if LOOP_LAG in request.app else {},
+        "uploads": request.app[UPLOAD_GATE].stats() if UPLOAD_GATE in request.app else {},
+    })

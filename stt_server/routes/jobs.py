@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import json
 from dataclasses import replace
 
@@ -72,9 +71,10 @@ async def list_jobs(request: web.Request) -> web.Response:
                                      owner=owner_scope(request))
     page = rows[:limit]
     more = len(rows) > limit
+    positions = svc.queue.positions() if any(job.status is Status.QUEUED for _, job in page) else {}
     return web.json_response({
         "object": "list",
-        "data": [job.to_api(position=svc.queue.position(job.id)) for _, job in page],
+        "data": [job.to_api(position=positions.get(job.id)) for _, job in page],
         "has_more": more,
         "next_cursor": str(page[-1][0]) if more and page else None,
     })
@@ -160,23 +160,10 @@ async def delete_job(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     job = await owned_job(request, svc, request.match_info["id"])
     if not job.status.finished:
-        await _cancel(svc, job)
+        await svc.cancel(job)
     else:
         await _delete(svc, job)
     return web.Response(status=204)
-
-
-async def _cancel(svc: Services, job: Job) -> None:
-    if svc.queue.remove(job.id):
-        await svc.store.update_job(job.id, status=Status.CANCELLED, finished_at=time.time())
-        await svc.bus.emit("job.cancelled", job.id)
-    elif not await svc.workers.cancel(job.id):
-        # Between the queue and a worker (or a worker that has just finished it): settle it here.
-        current = await svc.store.get_job(job.id)
-        if current is not None and not current.status.finished:
-            await svc.store.update_job(job.id, status=Status.CANCELLED, finished_at=time.time())
-            await svc.bus.emit("job.cancelled", job.id)
-    await _drop_audio(svc, job)
 
 
 async def _delete(svc: Services, job: Job) -> None:
@@ -184,12 +171,4 @@ async def _delete(svc: Services, job: Job) -> None:
         keys = await job_cache_keys(svc.store, job, svc.engines)
         removed = await svc.cache.invalidate(keys=keys)
         await svc.bus.emit("cache.invalidated", job.id, keys=len(keys), removed=removed, reason="job deleted")
-    await _drop_audio(svc, job)
-    await svc.bus.emit("job.deleted", job.id)
-    await svc.store.delete_job(job.id)
-
-
-async def _drop_audio(svc: Services, job: Job) -> None:
-    """Remove the job's audio unless another job uses the same file."""
-    if await svc.store.count_jobs_with_sha(job.sha256, excluding=job.id) == 0:
-        svc.spool.remove(job.sha256)
+    await svc.lifecycle.delete(job)

@@ -72,7 +72,7 @@ def _engines(expo: Exposition, svc: Services) -> None:
         labels = (("engine", name),)
         expo.gauge("stt_engine_ready", "1 once the engine can take work", engine.ready, labels)
         try:
-            stats: dict[str, Any] = dict(engine.stats())
+            stats: dict[str, Any] = svc.dispatch[name].stats()
         except Exception:  # noqa: BLE001 - one engine's broken stats must not hide the rest
             log.exception("engine_stats_failed", engine=name)
             continue
