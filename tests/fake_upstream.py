@@ -12,8 +12,9 @@ http, and HTTP/2 by ALPN when given a trustme certificate. It answers
   than any client timeout) or ``"drop"`` (start a response, then close it half sent);
 - ``responder``: a callable ``Call -> dict`` to build the JSON of a 200 answer.
 
-Counters: ``requests``, ``calls`` (what each request carried) and ``connections`` (distinct
-client ``(host, port)`` pairs = distinct TCP connections). Run it in a background thread
+Counters: ``requests``, ``calls`` (what each request carried), ``in_flight`` and
+``max_in_flight`` (requests answered at once), and ``connections`` (distinct client
+``(host, port)`` pairs = distinct TCP connections). Run it in a background thread
 (:meth:`FakeUpstream.start`) or as a script in its own process (``python fake_upstream.py``).
 """
 
@@ -65,6 +66,8 @@ class FakeUpstream:
     responder: Callable[[Call], dict[str, Any]] | None = None
     calls: list[Call] = field(default_factory=list)
     requests: int = 0
+    in_flight: int = 0  # requests being answered now, and the most there ever were at once
+    max_in_flight: int = 0
     clients: set[tuple[str, int]] = field(default_factory=set)
     port: int = 0
 
@@ -86,7 +89,7 @@ class FakeUpstream:
         self.script.clear()
         self.calls.clear()
         self.clients.clear()
-        self.requests = 0
+        self.requests = self.max_in_flight = 0
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> "FakeUpstream":
@@ -157,6 +160,14 @@ class FakeUpstream:
         self.calls.append(call)
         if client is not None:
             self.clients.add(client)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._answer(call, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, call: Call, send: Callable[..., Any]) -> None:
         if self.latency_s or self.latency_per_audio_s:
             await asyncio.sleep(self.latency_s + self.latency_per_audio_s * call.duration_s)
         action = self.script.popleft() if self.script else self.default
@@ -173,7 +184,7 @@ class FakeUpstream:
             return
         status, extra = action if isinstance(action, tuple) else (int(action), {})
         if status != 200:
-            return await _send_json(send, status, _error(f"scripted {status}", headers), extra)
+            return await _send_json(send, status, _error(f"scripted {status}", call.headers), extra)
         data = self.responder(call) if self.responder else default_transcript(call)
         await _send_json(send, 200, data)
 

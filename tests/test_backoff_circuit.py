@@ -1,13 +1,16 @@
-"""Backoff, Retry-After and the circuit breaker as tables: no sleeping, an injected clock."""
+"""Backoff, Retry-After, the retry policy and the circuit breaker as tables: no sleeping, an injected clock."""
 
 from __future__ import annotations
 
+import os
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 
-from stt_server.backoff import backoff_delay, retry_after_seconds
+from stt_server.backoff import RetryPolicy, backoff_delay, retry_after_seconds, retry_delay
 from stt_server.circuit import CircuitBreaker
+from stt_server.dispatch import usable_cpus
 
 NOW = 1_700_000_000.0
 
@@ -136,3 +139,35 @@ def test_circuit_counts_openings() -> None:
 def test_circuit_threshold_must_be_positive() -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(threshold=0, cooldown_s=1.0, clock=Clock())
+
+
+POLICY = RetryPolicy(attempts=3, base_s=1.0, max_s=8.0)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "retryable", "retry_after", "rand", "expected"),
+    [
+        (1, True, None, 0.5, 0.5),  # first retry: half of base
+        (2, True, None, 0.5, 1.0),  # second: half of 2 x base
+        (3, True, None, 0.5, None),  # the last allowed try failed: give up
+        (1, False, None, 0.5, None),  # a 400 stays a 400: no retry at all
+        (1, True, 3.0, 0.5, 3.0),  # Retry-After longer than the backoff wins
+        (1, True, 0.1, 0.5, 0.5),  # shorter: the backoff wins
+        (1, True, 8.0, 0.0, 8.0),  # exactly the cap: honoured
+        (1, True, 9.0, 0.0, None),  # longer than the cap: give up rather than stall
+        (1, False, 1.0, 0.0, None),
+    ],
+)
+def test_retry_delay(attempt: int, retryable: bool, retry_after: float | None, rand: float,
+                     expected: float | None) -> None:
+    assert retry_delay(POLICY, attempt, retryable, retry_after, rand) == expected
+
+
+@pytest.mark.parametrize(("cpu_max", "expected_cap"), [("max 100000", None), ("150000 100000", 1),
+                                                        ("400000 100000", 4), ("50000 100000", 1), (None, None)])
+def test_usable_cpus_honours_a_cgroup_quota(tmp_path: Path, cpu_max: str | None, expected_cap: int | None) -> None:
+    if cpu_max is not None:
+        (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    affinity = len(os.sched_getaffinity(0))
+    expected = affinity if expected_cap is None else min(affinity, expected_cap)
+    assert usable_cpus(tmp_path) == expected

