@@ -268,9 +268,13 @@ class CacheManager:
 
 
 async def open_cache(
-    data_dir: Path, settings: Any, *, clock: Clock = time.time, retry_after_s: float = 30.0
+    data_dir: Path, settings: Any, *, clock: Clock = time.time, timer: Clock = time.monotonic,
+    retry_after_s: float = 30.0,
 ) -> CacheManager:
     """Build L1/L2/L3 from ``CacheSettings``, open what opens, and warm L1 from L3.
+
+    ``clock`` is the wall clock L3 stores with its entries (they outlive the process); ``timer``
+    times what lives only in this process, L1's TTL and a failed tier's retry, and never jumps.
 
     L2 lives at ``data_dir/"cache-l2"``, L3 at ``data_dir/"cache.sqlite3"``. A
     non-positive bound disables a tier. A tier that fails to open is left out
@@ -280,12 +284,12 @@ async def open_cache(
     openers: dict[str, Opener] = {}
     l1 = None
     if settings.l1_max_entries > 0:
-        l1 = MemoryTier(max_entries=settings.l1_max_entries, ttl_s=settings.l1_ttl_s, timer=clock)
+        l1 = MemoryTier(max_entries=settings.l1_max_entries, ttl_s=settings.l1_ttl_s, timer=timer)
     if settings.l2_size_bytes > 0:
         openers["l2"] = lambda: DiskTier.open(data_dir / "cache-l2", size_limit=settings.l2_size_bytes)
     if settings.l3_ttl_s > 0:
         openers["l3"] = lambda: SqliteTier.open(data_dir / "cache.sqlite3", ttl_s=settings.l3_ttl_s, clock=clock)
-    manager = CacheManager(l1, openers=openers, clock=clock, retry_after_s=retry_after_s)
+    manager = CacheManager(l1, openers=openers, clock=timer, retry_after_s=retry_after_s)
     await manager.open()
     if settings.warm_entries > 0:
         await manager.warm(settings.warm_entries)

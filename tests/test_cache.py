@@ -183,7 +183,7 @@ async def open_at(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Opener]:
     made: list[CacheManager] = []
 
     async def make(**changes: Any) -> CacheManager:
-        made.append(await open_cache(tmp_path, settings(**changes), clock=clock))
+        made.append(await open_cache(tmp_path, settings(**changes), clock=clock, timer=clock))
         return made[-1]
 
     yield make
