@@ -50,9 +50,10 @@ class LocalEngineSettings:
     enabled: bool = True
     model: str = "tiny.en"
     compute_type: str = "int8"
-    workers: int = 2
-    threads: int = 1
+    workers: int = 1
+    threads: int = 2
     beam_size: int = 1
+    best_of: int = 1
     word_timestamps: bool = False
 
 

@@ -105,6 +105,7 @@ class LocalEngine:
             language=language,
             initial_prompt=request.prompt or None,
             beam_size=self.settings.beam_size,
+            best_of=self.settings.best_of,
             temperature=[request.temperature] if request.temperature else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
             condition_on_previous_text=False,
             word_timestamps=request.word_timestamps or self.settings.word_timestamps,
