@@ -13,7 +13,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
+
+from . import PIPELINE_VERSION
+from .engines.base import Engine
+from .job import Job
 
 Level = Literal["file", "chunk"]
 LEVELS: tuple[Level, ...] = ("file", "chunk")
@@ -93,3 +97,30 @@ def file_key(audio_sha256: str, **parts: Any) -> CacheKey:
 def chunk_key(pcm_sha256: str, **parts: Any) -> CacheKey:
     """The key for one chunk (sha256 of its decoded PCM samples); ``parts`` as :func:`make_key`."""
     return make_key("chunk", pcm_sha256, **parts)
+
+
+# ---- a job's keys: what its engine, model and options make of its audio
+
+
+def _job_version(job: Job) -> str:
+    """The pipeline version plus the decoding options that change a result."""
+    options = f"t{job.temperature:g}" + ("+words" if job.word_timestamps else "")
+    return f"{PIPELINE_VERSION}/{options}"
+
+
+def job_file_key(job: Job, engine: Engine) -> CacheKey:
+    """The whole file's key for this job on this engine."""
+    return file_key(job.sha256, engine=engine.name, model=engine.model, language=job.language,
+                    prompt=job.prompt, version=_job_version(job))
+
+
+def job_chunk_key(job: Job, engine: Engine, pcm_sha256: str) -> CacheKey:
+    """One chunk's key (``pcm_sha256``: of its decoded samples) for this job on this engine."""
+    return chunk_key(pcm_sha256, engine=engine.name, model=engine.model, language=job.language,
+                     prompt=job.prompt, version=_job_version(job))
+
+
+def job_cache_keys(job: Job, engines: Mapping[str, Engine], chunk_keys: list[str]) -> list[str]:
+    """Every cache entry a job wrote: its whole-file key, and its chunks' keys (as the store kept them)."""
+    head = [job_file_key(job, engines[job.engine]).value] if job.engine in engines else []
+    return head + list(chunk_keys)

@@ -11,14 +11,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator
 
 import numpy as np
 import structlog
 
-from . import PIPELINE_VERSION
 from .cache import CacheManager
-from .cache_keys import CacheKey, chunk_key, file_key
+from .cache_keys import job_chunk_key, job_file_key
 from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes
 from .dispatch import Dispatch
 from .engines.base import ChunkRequest, Engine
@@ -45,25 +44,6 @@ class Interrupted(Exception):
 class Outcome:
     transcript: Transcript
     cached: bool
-
-
-def _version(job: Job) -> str:
-    """The pipeline version plus the decoding options that change a result."""
-    options = f"t{job.temperature:g}" + ("+words" if job.word_timestamps else "")
-    return f"{PIPELINE_VERSION}/{options}"
-
-
-def job_file_key(job: Job, engine: Engine) -> CacheKey:
-    return file_key(job.sha256, engine=engine.name, model=engine.model, language=job.language,
-                    prompt=job.prompt, version=_version(job))
-
-
-async def job_cache_keys(store: Store, job: Job, engines: Mapping[str, Engine]) -> list[str]:
-    """Every cache entry a job wrote: its whole-file key and its chunks' keys."""
-    keys = await store.chunk_cache_keys(job.id)
-    if job.engine in engines:
-        keys.insert(0, job_file_key(job, engines[job.engine]).value)
-    return keys
 
 
 def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:
@@ -214,8 +194,7 @@ class Pipeline:
         async with self.dispatch.decode_slots:  # shared by every job: one decode per usable core
             samples, digest = await asyncio.to_thread(
                 _decode_and_hash, run.path, chunk, self.settings.ffmpeg_timeout_s)
-        key = chunk_key(digest, engine=engine.name, model=engine.model,
-                        language=job.language, prompt=job.prompt, version=_version(job))
+        key = job_chunk_key(job, engine, digest)
         hit = await self.cache.get(key) if self.cache else None
         if hit is not None:
             await self.bus.emit("chunk.cache_hit", job.id, index=chunk.index)

@@ -19,7 +19,7 @@ from .cache import CacheManager
 from .engines.base import Engine
 from .events import EventBus
 from .job import Job, Status
-from .pipeline import job_cache_keys
+from .cache_keys import job_cache_keys
 from .settings import RetentionSettings
 from .spool import Spool
 from .store import RetentionRecord, Store
@@ -126,7 +126,7 @@ class RetentionSweeper:
     async def _forget(self, jobs: list[Job]) -> None:
         """Drop the jobs' cache entries too (whole file and chunks), or a cached copy would outlive them."""
         keys = [key for j in jobs if j.status is Status.COMPLETED
-                for key in await job_cache_keys(self.store, j, self.engines)]
+                for key in job_cache_keys(j, self.engines, await self.store.chunk_cache_keys(j.id))]
         if self.cache is not None and keys:
             await self.cache.invalidate(keys=keys)
 

@@ -12,15 +12,16 @@ from aiohttp.test_utils import TestClient
 from stt_server.app import create_app
 from stt_server.services import SERVICES, Services
 from stt_server.settings import Settings, load_settings
-from tests.conftest_upstream import *  # noqa: F401,F403 - the fake upstream fixtures
-from tests.corpus import CORPUS_DIR
+from tests.corpus import require_corpus
+
+pytest_plugins = ["tests.conftest_upstream"]  # the fake upstream fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def corpus() -> Path:
-    return CORPUS_DIR
+    return require_corpus()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Fixtures for a real fake OpenAI-compatible upstream (see ``tests/fake_upstream.py``).
 
-Import them into ``conftest.py`` (``from tests.conftest_upstream import *``) or into a test module.
+``conftest.py`` loads them as a plugin (``pytest_plugins``), so every test module has them.
 """
 
 from __future__ import annotations

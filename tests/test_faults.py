@@ -22,7 +22,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from stt_server.store import EventRecord, Store
+from stt_server.store import Store
 from tests.conftest import services_of, wait_job
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 from tests.serverproc import running_server

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from stt_server.errors import InsufficientStorage
 from stt_server.events import EventBus
 from stt_server.job import Job, Status, new_job_id
-from stt_server.pipeline import job_file_key
+from stt_server.cache_keys import job_file_key
 from stt_server.retention import RetentionSweeper, due_for_deletion
 from stt_server.settings import RetentionSettings, Settings
 from stt_server.spool import Spool

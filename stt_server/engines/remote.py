@@ -73,9 +73,8 @@ class _Upstream:
         self.client = httpx.AsyncClient(
             base_url=s.base_url.rstrip("/"), http1=not plain_h2c, http2=s.http2, verify=verify,
             limits=httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency),
-            # No pool timeout: the runner never sends more than ``concurrency`` at once, so a request
-            # never queues here, and the whole attempt is bounded in ``_send``.
-            timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s, pool=None),
+            # The runner never sends more than ``concurrency`` at once: a request does not queue here.
+            timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s),
             headers={"Authorization": f"Bearer {self._key}"} if self._key else None,
         )
 

@@ -11,7 +11,7 @@ from ..errors import BadRequest, NotFound
 from ..limits import UPLOAD_GATE
 from ..looplag import LOOP_LAG
 from ..metrics import METRICS
-from ..pipeline import job_cache_keys
+from ..cache_keys import job_cache_keys
 from ..services import SERVICES, Services
 
 routes = web.RouteTableDef()
@@ -50,7 +50,8 @@ async def invalidate(request: web.Request) -> web.Response:
         job = await svc.store.get_job(str(body["job_id"]))
         if job is None:
             raise NotFound(f"no job with id {body['job_id']!r}", param="job_id")
-        removed = await svc.cache.invalidate(keys=await job_cache_keys(svc.store, job, svc.engines))
+        keys = job_cache_keys(job, svc.engines, await svc.store.chunk_cache_keys(job.id))
+        removed = await svc.cache.invalidate(keys=keys)
     elif body.get("engine") or body.get("model"):
         removed = await svc.cache.invalidate(engine=body.get("engine"), model=body.get("model"))
     else:

@@ -15,7 +15,7 @@ from ..formats import FORMATS, render
 from ..intake import accept_upload, parse_options
 from ..job import Job, Status
 from ..limits import UPLOAD_GATE
-from ..pipeline import job_cache_keys
+from ..cache_keys import job_cache_keys
 from ..services import SERVICES, Services
 from ..transcript import Transcript
 from ..webhooks import webhook_view
@@ -168,7 +168,7 @@ async def delete_job(request: web.Request) -> web.Response:
 
 async def _delete(svc: Services, job: Job) -> None:
     if svc.cache:
-        keys = await job_cache_keys(svc.store, job, svc.engines)
+        keys = job_cache_keys(job, svc.engines, await svc.store.chunk_cache_keys(job.id))
         removed = await svc.cache.invalidate(keys=keys)
         await svc.bus.emit("cache.invalidated", job.id, keys=len(keys), removed=removed, reason="job deleted")
     await svc.lifecycle.delete(job)
