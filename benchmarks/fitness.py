@@ -4,7 +4,7 @@
    the fake upstream answering each chunk after a fixed 3 s; serial time (one chunk at a
    time) / parallel time must reach 0.8 of the ideal (8 with 16 chunks).
 2. A cache hit makes no engine call: the same file twice, upstream requests counted.
-3. Peak memory of a 30-minute job under 350 MB (see ``MEMORY_ENGINE``).
+3. Peak memory of a 30-minute job under 300 MB (see ``MEMORY_ENGINE``).
 4. First-load bytes of the web page under 50 KB.
 """
 

@@ -20,7 +20,7 @@ from benchmarks.inputs import long_file
 from tests.serverproc import Server
 
 LENGTHS = ((10, "wav"), (30, "wav"), (110, "mp3"))
-TARGET_MB = 350.0
+TARGET_MB = 300.0
 LATENCY = LatencyModel(0.2, 0.02)
 
 
