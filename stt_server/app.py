@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -19,9 +18,6 @@ from .routes.metrics import routes as metrics_routes
 from .routes.ui import setup_ui
 from .services import SERVICES, EngineFactory, default_engines, open_services
 from .settings import Settings
-
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-
 
 def create_app(settings: Settings, engine_factory: EngineFactory = default_engines) -> web.Application:
     """Build the app; its services open on start-up and close on clean-up."""
@@ -56,7 +52,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = default_engin
     app.add_routes(health.routes)
     app.add_routes(metrics_routes)
     app.add_routes(jobs.routes)
-    setup_ui(app, STATIC_DIR)
+    setup_ui(app)
     app.add_routes(openai.routes)
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)

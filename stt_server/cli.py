@@ -12,13 +12,13 @@ from pathlib import Path
 from aiohttp import web
 
 from .apikeys import hash_key
-from .errors import STTError
+from .errors import StartupError, STTError
 from .formats import FORMATS, render
 from .intake import JobOptions, accept_upload, wait_finished
 from .logs import configure_logging
 from .memory import tune_malloc
 from .services import Services, open_services
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, render_config
 from .transcript import Transcript
 
 DEFAULT_CONFIG = "config.toml"
@@ -40,11 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
     from .auth import bind_refusal, log_auth_mode
 
-    try:
-        settings = _settings(args)
-    except ValueError as err:
-        print(f"error: bad settings: {err}", file=sys.stderr)
-        return 2
+    settings = _settings(args)
     if args.allow_insecure_bind:
         settings = settings.with_overrides(server={"allow_unauthenticated_remote": True})
     refusal = bind_refusal(settings)
@@ -52,8 +48,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     configure_logging(settings.log.level, settings.log.json)
-    log_auth_mode(settings)
     app = create_app(settings)
+    log_auth_mode(settings)
     print(f"stt_server listening on http://{settings.server.host}:{settings.server.port}", file=sys.stderr)
     web.run_app(app, host=settings.server.host, port=settings.server.port, print=None,
                 shutdown_timeout=10.0)
@@ -146,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--allow-insecure-bind", action="store_true",
                        help="listen on a non-loopback host even with no API keys configured")
+    sub.add_parser("config", help="print config.toml: every setting at its default, with its comment")
     hashing = sub.add_parser("hash-key", help="print the sha256 of the API key on standard input, for [auth] keys")
     hashing.add_argument("--new", action="store_true", help="make a new random key: print it, then its sha256")
     for p in (serve, sub.add_parser("transcribe", help="transcribe one file in-process")):
@@ -164,12 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-key":
         return _hash_key(args)
+    if args.command == "config":
+        sys.stdout.write(render_config())
+        return 0
     tune_malloc()
-    if args.command == "serve":
-        return _serve(args)
-    configure_logging("warning", "auto")
     try:
+        if args.command == "serve":
+            return _serve(args)
+        configure_logging("warning", "auto")
         return asyncio.run(_transcribe(args))
+    except StartupError as err:  # bad settings, a broken install: say what, and stop before serving
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except STTError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 1

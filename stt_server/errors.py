@@ -105,6 +105,10 @@ class EngineError(STTError):
     code = "engine_error"
 
 
+class StartupError(Exception):
+    """The server cannot start as configured or installed; the command line prints it and exits 2."""
+
+
 def error_response(err: STTError) -> web.Response:
     return web.json_response(err.body(), status=err.status, headers=err.headers)
 
