@@ -8,8 +8,10 @@ import secrets
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
 from aiohttp import web
+from tqdm import tqdm
 
 from .apikeys import hash_key
 from .errors import StartupError, STTError
@@ -74,33 +76,24 @@ def _hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, stream=sys.stderr) -> None:  # type: ignore[no-untyped-def]
-        self.stream = stream
-        self.tty = stream.isatty()
-
-    def update(self, done: int, total: int) -> None:
-        if not self.tty or total <= 0:
-            return
-        width = 30
-        filled = int(width * done / total)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} chunks")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} chunks [{elapsed} spent, {remaining} left]"
 
 
-async def _follow(svc: Services, job_id: str, progress: _Progress) -> None:
+def progress_bar(stream: TextIO = sys.stderr) -> tqdm:
+    """A progress bar over the job's chunks with the time left (from tqdm's rate); on a terminal only."""
+    return tqdm(total=0, desc="transcribing", unit="chunk", file=stream, bar_format=BAR_FORMAT,
+                disable=not stream.isatty(), dynamic_ncols=True, leave=True)
+
+
+async def _follow(svc: Services, job_id: str, progress: tqdm) -> None:
     events = svc.bus.subscribe(job_id)
     try:
         while True:
             event = await events.get()
-            if event.name == "chunk.completed":
-                progress.update(event.data["chunks_done"], event.data["chunks_total"])
+            if event.name in ("chunk.planned", "chunk.completed", "job.resumed"):
+                progress.total = event.data.get("chunks_total", progress.total)
+                progress.n = event.data.get("chunks_done", progress.n)
+                progress.refresh()
             if event.name in ("job.completed", "job.failed", "job.cancelled"):
                 return
     finally:
@@ -117,7 +110,7 @@ async def _transcribe(args: argparse.Namespace) -> int:
         spooled = await svc.spool.receive_path(source, settings.server.max_upload_bytes)
         job = await accept_upload(svc, spooled, source.name,
                                   JobOptions(language=args.language, prompt=args.prompt, priority="high"))
-        progress = _Progress()
+        progress = progress_bar()
         follower = asyncio.create_task(_follow(svc, job.id, progress))
         job = await wait_finished(svc, job.id)
         await follower
