@@ -180,7 +180,7 @@ class _UpstreamFamilies:
                           labels=[*UPSTREAM_LABELS, "status"])
         self.latency = HistogramMetricFamily("stt_upstream_request_duration_seconds", "Upstream request latency",
                                              labels=UPSTREAM_LABELS)
-        self.simple = {
+        self.simple: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "connections_open": g("stt_upstream_connections_open", "Open pooled connections", labels=UPSTREAM_LABELS),
             "in_flight": g("stt_upstream_in_flight", "Requests in flight", labels=UPSTREAM_LABELS),
             "consecutive_failures": g("stt_upstream_consecutive_failures", "Failures since the last success",

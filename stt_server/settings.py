@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -297,15 +297,16 @@ def env_name(section: str, key: str) -> str:
 def _env_overrides(environ: Mapping[str, str], settings: Settings) -> Settings:
     """Each STT_<SECTION>_<KEY> variable that is set, parsed as its setting takes it."""
     for section in fields(settings):
-        current = getattr(settings, section.name)
-        if not is_dataclass(current):
+        current: Any = getattr(settings, section.name)
+        if isinstance(current, tuple):
             continue  # [[upstreams]] come from the file only (their keys stay in api_key_env variables)
         types_ = hints(type(current))
         found = {f.name: check(f"[{section.name}] {f.name}", f, types_[f.name], environ[name], env=name)
                  for f in fields(current) if (name := env_name(section.name, f.name)) in environ}
         if found:
             try:
-                settings = replace(settings, **{section.name: replace(current, **found)})
+                changed: dict[str, Any] = {section.name: replace(current, **found)}
+                settings = replace(settings, **changed)
             except ValueError as exc:
                 raise SettingsError(f"[{section.name}] from the environment: {exc}") from None
     return settings

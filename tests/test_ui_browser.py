@@ -19,7 +19,7 @@ from stt_server.apikeys import hash_key
 from stt_server.app import create_app
 from stt_server.services import default_engines
 from stt_server.settings import Settings
-from tests.browser import artifact, browser_context, ensure_chromium
+from tests.browser import artifact, browser_context
 from tests.gated_engine import GatedEngine
 
 async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
@@ -34,13 +34,6 @@ CARDS = "pocketsphinx_cards_001.wav"
 BUDGET = 50_000
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="session")
-def chromium() -> None:
-    reason = ensure_chromium()
-    if reason:
-        pytest.skip(reason)
 
 
 @pytest.fixture
