@@ -403,7 +403,7 @@ function signedIn(me) {
   loadEngines();
 }
 
-async function start() {
+async function start(attempt = 0) {
   try {
     signedIn(await whoami());
   } catch (err) {
@@ -412,8 +412,8 @@ async function start() {
       apiKey.clear();
       showSignIn(had ? "Your API key was not accepted any more. Sign in again." : "");
     } else {
-      toast(messageOf(err));
-      setTimeout(start, 3000);
+      if (attempt === 0) toast(messageOf(err)); // once: the page keeps trying quietly
+      setTimeout(() => start(attempt + 1), Math.min(30_000, 3000 * (attempt + 1)));
     }
   }
 }

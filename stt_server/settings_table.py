@@ -66,7 +66,9 @@ def _name(hint: Any) -> str:
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
              type(None): "nothing"}
     if typing.get_origin(hint) is tuple:
-        return "a list"
+        item = typing.get_args(hint)[0]
+        return f"a list of {_name(item).removeprefix('a ').removeprefix('an ')}s" if item in (str, int, float) \
+            else "a list"
     return " or ".join(names.get(m, getattr(m, "__name__", str(m))) for m in _members(hint))
 
 
@@ -97,7 +99,10 @@ def _convert(value: Any, hint: Any) -> Any:
         if member is str and isinstance(value, str):
             return value
         if typing.get_origin(member) is tuple and isinstance(value, (list, tuple)):
-            return value  # parsed by the section's __post_init__
+            item = typing.get_args(member)[0]
+            if item in (str, int, float, bool):
+                return tuple(_convert(v, item) for v in value)
+            return value  # a list of tables: parsed by the section's __post_init__ (API keys)
     raise ValueError
 
 
@@ -119,12 +124,19 @@ def _parse_text(text: str, hint: Any) -> Any:
                 continue
             if math.isfinite(number):
                 return number
-        if member is str or typing.get_origin(member) is tuple:
+        if typing.get_origin(member) is tuple:
+            item = typing.get_args(member)[0]
+            if item in (str, int, float, bool):  # a list: items separated by commas
+                return tuple(_parse_text(part.strip(), item) for part in text.split(",") if part.strip())
+            return text  # the section's __post_init__ reads its own text form (API keys)
+        if member is str:
             return text
     raise ValueError
 
 
 def _in_range(value: Any, spec: Spec) -> bool:
+    if isinstance(value, tuple):
+        return all(_in_range(v, spec) for v in value)
     if spec.choices and value not in spec.choices:
         return False
     if isinstance(value, bool) or not isinstance(value, (int, float)):

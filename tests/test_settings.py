@@ -5,14 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 
 from stt_server.services import default_engines
 from stt_server.settings import SECTIONS, Settings, UpstreamSettings, load_settings, render_config
-from stt_server.settings_table import SettingsError, spec_of
+from stt_server.settings_table import SettingsError, check, hints, setting, spec_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,3 +203,32 @@ def test_the_server_exits_2_at_start_up_with_the_message(tmp_path: Path, config:
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was opened
+
+
+@dataclass(frozen=True)
+class _Lists:
+    hosts: tuple[str, ...] = setting((), "Host names.")
+    ports: tuple[int, ...] = setting((), "Ports.", ge=1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "env", "result"),
+    [
+        ("hosts", ["a", "b"], None, ("a", "b")),
+        ("hosts", "a, b", "STT_X_HOSTS", ("a", "b")),
+        ("ports", "80,443", "STT_X_PORTS", (80, 443)),
+        ("hosts", ["a", 1], None, "[x] hosts = [\"a\", 1]: expected a list of strings"),
+        ("hosts", "x", None, "[x] hosts = \"x\": expected a list of strings"),
+        ("ports", [0], None, "[x] ports = [0]: expected a list of integers from 1"),
+        ("ports", "80,x", "STT_X_PORTS", "STT_X_PORTS='80,x' (for [x] ports): expected a list of integers from 1"),
+    ],
+)
+def test_a_list_setting_is_one_line_too(key: str, value: object, env: str | None, result: object) -> None:
+    """A setting such as ``allowed_hosts: tuple[str, ...] = setting((), "...")`` needs nothing else."""
+    field = {f.name: f for f in fields(_Lists)}[key]
+    if isinstance(result, str):
+        with pytest.raises(SettingsError) as raised:
+            check(f"[x] {key}", field, hints(_Lists)[key], value, env=env)
+        assert str(raised.value) == result
+    else:
+        assert check(f"[x] {key}", field, hints(_Lists)[key], value, env=env) == result
