@@ -20,6 +20,7 @@ from .services import SERVICES, EngineFactory, default_engines, open_services
 from .settings import Settings
 from .signedurl import UrlSigner
 
+
 def create_app(settings: Settings, engine_factory: EngineFactory = default_engines) -> web.Application:
     """Build the app; its services open on start-up and close on clean-up."""
     # Outermost first: the request id wraps everything, metrics see the error middleware's statuses,

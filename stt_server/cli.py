@@ -92,8 +92,7 @@ async def _follow(svc: Services, job_id: str, progress: tqdm) -> None:
             event = await events.get()
             if event.name in ("chunk.planned", "chunk.completed", "job.resumed"):
                 progress.total = event.data.get("chunks_total", progress.total)
-                progress.n = event.data.get("chunks_done", progress.n)
-                progress.refresh()
+                progress.update(event.data.get("chunks_done", progress.n) - progress.n)  # feeds the rate
             if event.name in ("job.completed", "job.failed", "job.cancelled"):
                 return
     finally:
