@@ -77,3 +77,9 @@ def test_transcribe_shows_a_progress_bar_with_the_time_left_on_a_terminal(tmp_pa
     final = re.findall(r"transcribing 100%\|[^|]*\| (\d+)/(\d+) chunks \[[\d:]+ spent, [\d:]+ left\]", text)
     assert final and final[-1][0] == final[-1][1], text[-500:]
     assert (tmp_path / "out.txt").read_text().strip()
+
+
+def test_config_prints_the_shipped_config_toml(tmp_path: Path) -> None:
+    result = _run("config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (ROOT / "config.toml").read_text()
