@@ -1,5 +1,5 @@
 // The first page: upload, the live job list, and the router that loads the other views on demand.
-import { ApiError, deleteJob, getJob, getJson, h, listJobs, uploadJob, bytes, clock, seconds } from "./api.js";
+import { ApiError, apiKey, deleteJob, getJob, getJson, h, listJobs, streamEvents, uploadJob, whoami, bytes, clock, seconds } from "./api.js";
 
 const $ = (sel) => document.querySelector(sel);
 const FINISHED = new Set(["completed", "failed", "cancelled"]);
@@ -22,7 +22,7 @@ const messageOf = (err) => (err instanceof ApiError ? err.message : "Something w
 
 const jobs = new Map(); // id → job (as the API shows it, patched by events)
 const rows = new Map(); // id → <li>
-const streams = new Map(); // id → EventSource
+const streams = new Map(); // id → AbortController of its event stream
 let cursor = null;
 let filter = "";
 
@@ -32,12 +32,29 @@ function percent(job) {
   return total ? Math.min(100, Math.round((100 * done) / total)) : 0;
 }
 
+// The job list is not a live region (it would be read out again on every refresh); a finished job is
+// announced once, in words, through one status line.
+function announce(text) {
+  const line = $("#announce");
+  line.textContent = "";
+  setTimeout(() => { line.textContent = text; }, 50);
+}
+
+const announced = new Set();
+function announceFinished(job) {
+  if (!FINISHED.has(job.status) || announced.has(job.id)) return;
+  announced.add(job.id);
+  if (job.seenRunning) announce(`${job.filename}: ${job.status}.`);
+}
+
 function patch(id, changes) {
   const job = jobs.get(id);
   if (!job) return;
   if (changes.progress) changes.progress = { ...job.progress, ...changes.progress };
   Object.assign(job, changes);
+  if (!FINISHED.has(job.status)) job.seenRunning = true;
   render(job);
+  announceFinished(job);
 }
 
 function metaLine(job) {
@@ -115,7 +132,9 @@ function upsert(job, { stream = true } = {}) {
   // Events can run ahead of a poll answer: never move progress backwards within one status.
   if (known && known.status === job.status && percent(known) > percent(job)) job.progress = known.progress;
   job.seen = performance.now();
+  if (known && !FINISHED.has(known.status)) known.seenRunning = true;
   jobs.set(job.id, known ? Object.assign(known, job) : job);
+  if (known) announceFinished(known);
   if (stream && !FINISHED.has(job.status)) follow(job.id);
 }
 
@@ -129,30 +148,34 @@ function forget(id) {
 
 // ---------------------------------------------------------------- live progress (SSE)
 
+const HANDLERS = {
+  "job.queued": (id) => patch(id, { status: "queued" }),
+  "job.started": (id) => patch(id, { status: "running", started_at: jobs.get(id)?.started_at || Date.now() / 1000 }),
+  "job.cache_hit": (id) => patch(id, { cached: true }),
+  "chunk.planned": (id, d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: 0 } }),
+  "job.resumed": (id, d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: d.chunks_done } }),
+  "chunk.completed": (id, d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: d.chunks_done } }),
+  "job.completed": (id, d) => { patch(id, { status: "completed", cached: !!d.cached }); done(id, true); },
+  "job.failed": (id, d) => { patch(id, { status: "failed", error: d.error || "failed" }); done(id, true); },
+  "job.cancelled": (id) => { patch(id, { status: "cancelled" }); done(id, false); },
+  "job.deleted": (id) => done(id, false),
+};
+
 function follow(id) {
   if (streams.has(id) || streams.size >= MAX_STREAMS) return;
-  const es = new EventSource(`/v1/jobs/${encodeURIComponent(id)}/events`);
-  streams.set(id, es);
-  const on = (name, fn) => es.addEventListener(name, (e) => {
+  const stop = new AbortController();
+  streams.set(id, stop);
+  const onEvent = (name, text) => {
     let data = {};
-    try { data = JSON.parse(e.data).data || {}; } catch { /* keep-alive or garbage */ }
-    fn(data);
-  });
-  on("job.queued", () => patch(id, { status: "queued" }));
-  on("job.started", () => patch(id, { status: "running", started_at: jobs.get(id)?.started_at || Date.now() / 1000 }));
-  on("job.cache_hit", () => patch(id, { cached: true }));
-  on("chunk.planned", (d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: 0 } }));
-  on("job.resumed", (d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: d.chunks_done } }));
-  on("chunk.completed", (d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: d.chunks_done } }));
-  on("job.completed", (d) => { patch(id, { status: "completed", cached: !!d.cached }); done(id, true); });
-  on("job.failed", (d) => { patch(id, { status: "failed", error: d.error || "failed" }); done(id, true); });
-  on("job.cancelled", () => { patch(id, { status: "cancelled" }); done(id, false); });
-  on("job.deleted", () => done(id, false));
-  es.onerror = () => { if (es.readyState === EventSource.CLOSED) done(id, false); };
+    try { data = JSON.parse(text).data || {}; } catch { /* garbage */ }
+    HANDLERS[name]?.(id, data);
+  };
+  streamEvents(`/v1/jobs/${encodeURIComponent(id)}/events`, onEvent, stop.signal)
+    .finally(() => { if (streams.get(id) === stop) done(id, false); });
 }
 
 function unfollow(id) {
-  streams.get(id)?.close();
+  streams.get(id)?.abort();
   streams.delete(id);
 }
 
@@ -201,7 +224,7 @@ let pollTimer = null;
 let pollFailed = false;
 async function poll() {
   clearTimeout(pollTimer);
-  if (!document.hidden && !$("#view-jobs").hidden) {
+  if (!document.hidden && session.role && !$("#view-jobs").hidden) {
     try {
       await loadFirstPage();
       pollFailed = false;
@@ -303,10 +326,12 @@ function setupUpload() {
 
 async function loadEngines() {
   try {
-    const stats = await getJson("/v1/admin/stats");
+    const models = await getJson("/v1/models");
     const select = $("#engine");
-    for (const [name, info] of Object.entries(stats.engines || {})) {
-      select.append(h("option", { value: name }, info?.model ? `${name} · ${info.model}` : name));
+    select.replaceChildren(h("option", { value: "" }, "Default"));
+    for (const m of models.data || []) {
+      if (!String(m.owned_by || "").startsWith("stt_server:")) continue; // aliases such as whisper-1
+      select.append(h("option", { value: m.engine }, `${m.engine} · ${m.id}`));
     }
   } catch { /* the server default still works */ }
 }
@@ -323,7 +348,7 @@ async function route() {
   unmount = null;
   const lazy = $("#view-lazy");
   const match = path.match(/^\/jobs\/([\w-]+)$/);
-  const view = match ? "transcript" : path === "/dashboard" ? "dashboard" : "jobs";
+  const view = match ? "transcript" : path === "/dashboard" && session.role === "admin" ? "dashboard" : "jobs";
   for (const a of document.querySelectorAll("[data-nav]")) {
     a.toggleAttribute("aria-current", a.dataset.nav === (view === "transcript" ? "jobs" : view));
   }
@@ -346,6 +371,79 @@ async function route() {
   $("#main").focus({ preventScroll: true });
 }
 
+// ---------------------------------------------------------------- signing in
+
+const session = { role: null, keyId: null };
+
+function showSignIn(message = "") {
+  for (const id of [...streams.keys()]) unfollow(id);
+  clearTimeout(pollTimer);
+  jobs.clear();
+  for (const li of rows.values()) li.remove();
+  rows.clear();
+  session.role = null;
+  $("#view-sign-in").hidden = false;
+  $("#view-jobs").hidden = true;
+  $("#view-lazy").hidden = true;
+  $("#sign-out").hidden = true;
+  document.querySelector('[data-nav="dashboard"]').hidden = true;
+  const error = $("#sign-in-error");
+  error.hidden = !message;
+  error.textContent = message;
+  $("#api-key").focus();
+}
+
+function signedIn(me) {
+  session.role = me.role;
+  session.keyId = me.key_id;
+  $("#view-sign-in").hidden = true;
+  $("#sign-out").hidden = !me.keys_required;
+  document.querySelector('[data-nav="dashboard"]').hidden = me.role !== "admin";
+  route();
+  loadEngines();
+}
+
+async function start(attempt = 0) {
+  try {
+    signedIn(await whoami());
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      const had = apiKey.get();
+      apiKey.clear();
+      showSignIn(had ? "Your API key was not accepted any more. Sign in again." : "");
+    } else {
+      if (attempt === 0) toast(messageOf(err)); // once: the page keeps trying quietly
+      setTimeout(() => start(attempt + 1), Math.min(30_000, 3000 * (attempt + 1)));
+    }
+  }
+}
+
+$("#sign-in-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const key = $("#api-key").value.trim();
+  if (!key) return;
+  try {
+    const me = await whoami(key);
+    apiKey.set(key);
+    $("#api-key").value = "";
+    signedIn(me);
+  } catch (err) {
+    showSignIn(err instanceof ApiError && err.status === 401 ? "That API key was not accepted." : messageOf(err));
+  }
+});
+
+$("#sign-out").addEventListener("click", () => {
+  apiKey.clear();
+  location.hash = "#/";
+  showSignIn();
+});
+
+window.addEventListener("stt:unauthorized", () => {
+  if (session.role === null) return; // signing in: the form says so
+  apiKey.clear();
+  showSignIn("Your API key was not accepted any more. Sign in again.");
+});
+
 setupUpload();
 $("#more").addEventListener("click", loadMore);
 $("#status-filter").addEventListener("change", (e) => {
@@ -354,7 +452,6 @@ $("#status-filter").addEventListener("change", (e) => {
   for (const id of [...jobs.keys()]) if (!streams.has(id)) { jobs.delete(id); rows.get(id)?.remove(); rows.delete(id); }
   poll();
 });
-document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
-window.addEventListener("hashchange", route);
-route();
-loadEngines();
+document.addEventListener("visibilitychange", () => { if (!document.hidden && session.role) poll(); });
+window.addEventListener("hashchange", () => { if (session.role) route(); });
+start();

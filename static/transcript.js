@@ -1,5 +1,5 @@
 // The transcript view: the job's audio, its timed segments (click to play from there), copy and downloads.
-import { getJob, h, request, clock, seconds } from "./api.js";
+import { apiKey, audioLink, download, getJob, h, request, clock, seconds } from "./api.js";
 
 const FORMATS = [["text", "TXT"], ["srt", "SRT"], ["vtt", "VTT"], ["verbose_json", "JSON"]];
 
@@ -28,9 +28,9 @@ export function mount(root, { id, toast, messageOf }) {
 
   function show(job, tr) {
     document.title = `${job.filename} · stt_server`;
-    const audio = h("audio", { controls: true, preload: "metadata", src: `${base}/audio` });
+    const audio = h("audio", { controls: true, preload: "metadata" });
     const note = h("p", { class: "muted small", hidden: true }, "The audio of this job is no longer stored.");
-    audio.addEventListener("error", () => { audio.hidden = true; note.hidden = false; });
+    playable(audio, note);
     const segments = (tr.segments || []).map((s) => ({ start: s.start, end: s.end, text: (s.text || "").trim() }));
     const buttons = segments.map((s) => h("button", {
       class: "seg", type: "button", "data-start": s.start,
@@ -51,7 +51,8 @@ export function mount(root, { id, toast, messageOf }) {
     const text = tr.text?.trim() || segments.map((s) => s.text).join(" ");
     const copy = h("button", { class: "btn", type: "button", onclick: () => copyText(text, copy) }, "Copy text");
     const downloads = FORMATS.map(([fmt, label]) =>
-      h("a", { class: "btn ghost", href: `${base}/transcript?format=${fmt}&download=1`, download: "", "data-format": fmt }, label));
+      h("a", { class: "btn ghost", href: `${base}/transcript?format=${fmt}&download=1`, download: "", "data-format": fmt,
+        onclick: (e) => saveWithKey(e, fmt) }, label));
     const facts = [clock(job.duration_s) + " audio", tr.language && `language ${tr.language}`,
       [job.engine, job.model].join(" · "), job.cached ? "from cache" : job.started_at && `took ${seconds(job.finished_at - job.started_at)}`,
       `${segments.length} segment${segments.length === 1 ? "" : "s"}`];
@@ -65,6 +66,32 @@ export function mount(root, { id, toast, messageOf }) {
         ? h("ol", { class: "segments", "aria-label": "Segments; activate one to play from its start" },
             buttons.map((b) => h("li", {}, b)))
         : h("p", { class: "empty" }, "No speech was found in this file.")));
+  }
+
+  // The player's source is a signed link valid for a few minutes: when it has expired (a seek much later),
+  // mint a new one and carry on from the same place; when the audio itself is gone, say so.
+  async function playable(audio, note) {
+    let minted = 0;
+    const load = async () => {
+      minted = Date.now();
+      const at = audio.currentTime;
+      audio.src = await audioLink(id);
+      if (at) audio.currentTime = at;
+    };
+    audio.addEventListener("error", () => {
+      if (!alive) return;
+      if (Date.now() - minted > 30_000) load().catch(() => {});
+      else { audio.hidden = true; note.hidden = false; }
+    });
+    try { await load(); } catch { audio.hidden = true; note.hidden = false; }
+  }
+
+  // A plain link cannot carry the API key: with one, fetch the file and save it from memory.
+  function saveWithKey(event, fmt) {
+    if (!apiKey.get()) return;
+    event.preventDefault();
+    download(event.currentTarget.href, `transcript.${fmt === "verbose_json" ? "json" : fmt}`)
+      .catch((err) => toast(messageOf(err)));
   }
 
   async function copyText(text, button) {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -14,22 +13,23 @@ from .limits import UPLOAD_GATE, UploadGate
 from .looplag import setup_loop_lag
 from .metrics import METRICS, MetricsCollector
 from .request_id import echo_request_id, request_id_middleware
-from .routes import admin, health, jobs, openai
+from .routes import admin, health, jobs, openai, session
 from .routes.metrics import routes as metrics_routes
 from .routes.ui import setup_ui
 from .services import SERVICES, EngineFactory, default_engines, open_services
 from .settings import Settings
-
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+from .signedurl import UrlSigner
 
 
 def create_app(settings: Settings, engine_factory: EngineFactory = default_engines) -> web.Application:
     """Build the app; its services open on start-up and close on clean-up."""
     # Outermost first: the request id wraps everything, metrics see the error middleware's statuses,
     # and the error middleware shapes authentication's 401 and 403.
+    signer = UrlSigner()
     app = web.Application(middlewares=[request_id_middleware, error_middleware,
-                                       auth_middleware(settings.auth.keys)],
+                                       auth_middleware(settings.auth.keys, signer)],
                           client_max_size=1 << 20)
+    app[session.SIGNER] = signer
     collector = app[METRICS] = MetricsCollector()
     app[UPLOAD_GATE] = UploadGate(settings.limits)
     setup_loop_lag(app)
@@ -56,7 +56,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = default_engin
     app.add_routes(health.routes)
     app.add_routes(metrics_routes)
     app.add_routes(jobs.routes)
-    setup_ui(app, STATIC_DIR)
+    app.add_routes(session.routes)
+    setup_ui(app)
     app.add_routes(openai.routes)
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)

@@ -1,7 +1,8 @@
 """Who is asking: API keys on every request, roles, job ownership, and where the server may listen.
 
 With keys configured, every route but the probes, the UI's files and the API description needs
-``Authorization: Bearer <key>``; ``/metrics`` and ``/v1/admin/*`` need an admin key; a user key
+``Authorization: Bearer <key>`` (a job's audio also takes a short-lived signed link instead, see
+signedurl.py, because the page's <audio> element cannot send a header); ``/metrics`` and ``/v1/admin/*`` need an admin key; a user key
 sees only the jobs it made (another's job answers 404, as if it did not exist). With no keys,
 nobody is asked, and the server keeps to loopback unless told otherwise.
 """
@@ -9,6 +10,7 @@ nobody is asked, and the server keeps to loopback unless told otherwise.
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Awaitable, Callable, Sequence
 
 import structlog
@@ -20,6 +22,7 @@ from .errors import Forbidden, NotFound, Unauthorized
 from .job import Job
 from .services import Services
 from .settings import Settings
+from .signedurl import UrlSigner
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +36,7 @@ PUBLIC_PREFIXES = ("/static/",)
 ADMIN_PATHS = frozenset({"/metrics"})
 ADMIN_PREFIXES = ("/v1/admin/",)
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="stt_server"'}
+SIGNED_ROUTES = frozenset({"/v1/jobs/{id}/audio"})  # route templates that take a signed link
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -63,9 +67,30 @@ def authenticate(request: web.Request, keys: Sequence[ApiKey]) -> ApiKey:
     return key
 
 
-def auth_middleware(keys: Sequence[ApiKey]) -> Middleware:
+def signed_key(request: web.Request, keys: Sequence[ApiKey], signer: UrlSigner) -> ApiKey | None:
+    """The key a signed link was made for, when the request is one (and carries no Authorization).
+
+    Unauthorized when the link is expired, altered, for another job, or its key is no longer configured."""
+    query = request.query
+    if "sig" not in query or "Authorization" in request.headers:
+        return None
+    resource = request.match_info.route.resource
+    if resource is None or resource.canonical not in SIGNED_ROUTES:
+        return None
+    key_id = query.get("kid", "")
+    key = next((k for k in keys if k.id == key_id), None)
+    repeated = any(len(query.getall(name, [])) != 1 for name in ("kid", "exp", "sig"))
+    if key is None or repeated or not signer.verify(request.match_info.get("id", ""), key_id, query.get("exp", ""),
+                                        query.get("sig", ""), time.time()):
+        raise Unauthorized("this link has expired or is not valid; open the job again for a new one",
+                           headers=CHALLENGE, code="invalid_signature")
+    return key
+
+
+def auth_middleware(keys: Sequence[ApiKey], signer: UrlSigner | None = None) -> Middleware:
     """The middleware for these keys; with none, every request acts as an anonymous admin."""
     keys = tuple(keys)
+    signer = signer or UrlSigner()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -74,7 +99,7 @@ def auth_middleware(keys: Sequence[ApiKey]) -> Middleware:
             return await handler(request)
         if is_public(request.path):
             return await handler(request)
-        key = authenticate(request, keys)
+        key = signed_key(request, keys, signer) or authenticate(request, keys)
         if is_admin_only(request.path) and key.role != "admin":
             raise Forbidden("this route needs an admin API key")
         request[PRINCIPAL] = key.id

@@ -8,17 +8,19 @@ import secrets
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
 from aiohttp import web
+from tqdm import tqdm
 
 from .apikeys import hash_key
-from .errors import STTError
+from .errors import StartupError, STTError
 from .formats import FORMATS, render
 from .intake import JobOptions, accept_upload, wait_finished
 from .logs import configure_logging
 from .memory import tune_malloc
 from .services import Services, open_services
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, render_config
 from .transcript import Transcript
 
 DEFAULT_CONFIG = "config.toml"
@@ -40,11 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
     from .auth import bind_refusal, log_auth_mode
 
-    try:
-        settings = _settings(args)
-    except ValueError as err:
-        print(f"error: bad settings: {err}", file=sys.stderr)
-        return 2
+    settings = _settings(args)
     if args.allow_insecure_bind:
         settings = settings.with_overrides(server={"allow_unauthenticated_remote": True})
     refusal = bind_refusal(settings)
@@ -52,8 +50,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     configure_logging(settings.log.level, settings.log.json)
-    log_auth_mode(settings)
     app = create_app(settings)
+    log_auth_mode(settings)
     print(f"stt_server listening on http://{settings.server.host}:{settings.server.port}", file=sys.stderr)
     web.run_app(app, host=settings.server.host, port=settings.server.port, print=None,
                 shutdown_timeout=10.0)
@@ -78,33 +76,23 @@ def _hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, stream=sys.stderr) -> None:  # type: ignore[no-untyped-def]
-        self.stream = stream
-        self.tty = stream.isatty()
-
-    def update(self, done: int, total: int) -> None:
-        if not self.tty or total <= 0:
-            return
-        width = 30
-        filled = int(width * done / total)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} chunks")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} chunks [{elapsed} spent, {remaining} left]"
 
 
-async def _follow(svc: Services, job_id: str, progress: _Progress) -> None:
+def progress_bar(stream: TextIO = sys.stderr) -> tqdm:
+    """A progress bar over the job's chunks with the time left (from tqdm's rate); on a terminal only."""
+    return tqdm(total=0, desc="transcribing", unit="chunk", file=stream, bar_format=BAR_FORMAT,
+                disable=not stream.isatty(), dynamic_ncols=True, leave=True)
+
+
+async def _follow(svc: Services, job_id: str, progress: tqdm) -> None:
     events = svc.bus.subscribe(job_id)
     try:
         while True:
             event = await events.get()
-            if event.name == "chunk.completed":
-                progress.update(event.data["chunks_done"], event.data["chunks_total"])
+            if event.name in ("chunk.planned", "chunk.completed", "job.resumed"):
+                progress.total = event.data.get("chunks_total", progress.total)
+                progress.update(event.data.get("chunks_done", progress.n) - progress.n)  # feeds the rate
             if event.name in ("job.completed", "job.failed", "job.cancelled"):
                 return
     finally:
@@ -121,7 +109,7 @@ async def _transcribe(args: argparse.Namespace) -> int:
         spooled = await svc.spool.receive_path(source, settings.server.max_upload_bytes)
         job = await accept_upload(svc, spooled, source.name,
                                   JobOptions(language=args.language, prompt=args.prompt, priority="high"))
-        progress = _Progress()
+        progress = progress_bar()
         follower = asyncio.create_task(_follow(svc, job.id, progress))
         job = await wait_finished(svc, job.id)
         await follower
@@ -146,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--allow-insecure-bind", action="store_true",
                        help="listen on a non-loopback host even with no API keys configured")
+    sub.add_parser("config", help="print config.toml: every setting at its default, with its comment")
     hashing = sub.add_parser("hash-key", help="print the sha256 of the API key on standard input, for [auth] keys")
     hashing.add_argument("--new", action="store_true", help="make a new random key: print it, then its sha256")
     for p in (serve, sub.add_parser("transcribe", help="transcribe one file in-process")):
@@ -164,12 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-key":
         return _hash_key(args)
+    if args.command == "config":
+        sys.stdout.write(render_config())
+        return 0
     tune_malloc()
-    if args.command == "serve":
-        return _serve(args)
-    configure_logging("warning", "auto")
     try:
+        if args.command == "serve":
+            return _serve(args)
+        configure_logging("warning", "auto")
         return asyncio.run(_transcribe(args))
+    except StartupError as err:  # bad settings, a broken install: say what, and stop before serving
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except STTError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 1

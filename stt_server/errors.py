@@ -122,6 +122,10 @@ class EngineError(STTError):
         self.detail = detail
 
 
+class StartupError(Exception):
+    """The server cannot start as configured or installed; the command line prints it and exits 2."""
+
+
 def error_response(err: STTError) -> web.Response:
     return web.json_response(err.body(), status=err.status, headers=err.headers)
 

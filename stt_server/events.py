@@ -97,7 +97,7 @@ class EventBus:
         return event
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
-        """Emit a server event from synchronous code on the loop (an engine's ``on_event`` callback)."""
+        """Emit a server event from synchronous code on the loop (a dispatch runner's ``on_event`` callback)."""
         task = asyncio.get_running_loop().create_task(self.emit(name, None, **data), name=f"event-{name}")
         self._publishing.add(task)  # a strong reference until it is done
         task.add_done_callback(self._publishing.discard)

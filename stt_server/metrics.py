@@ -1,7 +1,7 @@
 """The MetricsCollector: counters, fixed-bucket histograms and percentile reservoirs, fed by events.
 
 Pure data structures: the collector learns from domain events (an ``EventBus`` listener) and from
-an HTTP middleware, and is read by ``/metrics`` and ``/v1/admin/stats``. Nothing here does I/O.
+an HTTP middleware, and is read by ``/metrics`` (through stt_server/prometheus.py) and ``/v1/admin/stats``. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 from aiohttp import web
 
 from .events import TERMINAL_EVENTS, Event
-from .metrics_text import Exposition, Labels
+
+Labels = tuple[tuple[str, str], ...]
 
 CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 JOB_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -99,11 +100,6 @@ class LabeledHistograms:
             hist = self.series[labels] = Histogram(self.bounds)
         hist.observe(value)
 
-    def export(self, expo: Exposition, name: str, help: str) -> None:
-        expo.family(name, "histogram", help)
-        for labels, h in sorted(self.series.items()):
-            expo.histogram(name, help, labels, h.bounds, h.cumulative(), h.total, h.count)
-
 
 @dataclass
 class _JobTrack:
@@ -180,16 +176,6 @@ class MetricsCollector:
         """p50, p95 and p99 of recent job latency (end to end), chunk latency and real-time factor."""
         return {"job_latency_s": self.job_recent.summary(), "chunk_latency_s": self.chunk_recent.summary(),
                 "real_time_factor": self.rtf_recent.summary()}
-
-    def export(self, expo: Exposition) -> None:
-        self.chunk_latency.export(expo, "stt_chunk_latency_seconds",
-                                  "Time from a chunk's first engine attempt to its completion, per engine")
-        self.job_latency.export(expo, "stt_job_latency_seconds",
-                                "Job latency end to end, from upload to completed transcript, per engine")
-        self.real_time_factor.export(expo, "stt_job_real_time_factor",
-                                     "Processing seconds per second of audio for transcribed jobs, per engine")
-        self.http_latency.export(expo, "stt_http_request_duration_seconds",
-                                 "HTTP request latency by method, route template and status")
 
 
 METRICS: web.AppKey[MetricsCollector] = web.AppKey("metrics", MetricsCollector)

@@ -24,6 +24,16 @@ def corpus() -> Path:
     return require_corpus()
 
 
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    """Debian's chromium for the browser tests (installed when missing and possible), or the test is skipped."""
+    from tests.browser import ensure_chromium
+
+    reason = ensure_chromium()
+    if reason:
+        pytest.skip(reason)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """The shipped config.toml, pointed at a fresh data dir."""

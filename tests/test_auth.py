@@ -20,6 +20,7 @@ from stt_server import apikeys
 from stt_server.apikeys import ApiKey, hash_key, match_key, parse_keys
 from stt_server.auth import bearer_token, bind_refusal, is_loopback
 from stt_server.settings import Settings
+from stt_server.signedurl import UrlSigner
 from tests.conftest import services_of
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 
@@ -187,6 +188,49 @@ async def test_a_key_sees_only_its_own_jobs(keyed: TestClient, corpus: Path) -> 
     assert stored is not None and stored.owner == "alice"
     assert (await keyed.get(f"/v1/jobs/{theirs['id']}", headers=auth("ops"))).status == 200
     assert (await keyed.delete(f"/v1/jobs/{job_id}", headers=auth("alice"))).status == 204
+
+
+async def test_me_names_the_key_and_its_role(keyed: TestClient, client: TestClient) -> None:
+    assert await (await keyed.get("/v1/me", headers=auth("alice"))).json() == {
+        "key_id": "alice", "role": "user", "keys_required": True}
+    assert (await (await keyed.get("/v1/me", headers=auth("ops"))).json())["role"] == "admin"
+    await _error(await keyed.get("/v1/me"), 401, "authentication_error")
+    assert await (await client.get("/v1/me")).json() == {"key_id": None, "role": "admin", "keys_required": False}
+
+
+@pytest.mark.parametrize("signer_ttl", [300.0])
+def test_signed_links_are_bound_to_job_key_and_time(signer_ttl: float) -> None:
+    signer = UrlSigner(b"k" * 32, signer_ttl)
+    params, expires = signer.sign("job_a", "alice", now=1000.0)
+    assert expires == 1300 and set(params) == {"kid", "exp", "sig"}
+    ok = ("job_a", "alice", params["exp"], params["sig"])
+    assert signer.verify(*ok, now=1299.0)
+    assert not signer.verify(*ok, now=1300.0)  # expired
+    assert not signer.verify("job_b", *ok[1:], now=1000.0)  # another job
+    assert not signer.verify("job_a", "bob", *ok[2:], now=1000.0)  # another key
+    assert not signer.verify("job_a", "alice", str(expires + 3600), params["sig"], now=1000.0)  # stretched
+    assert not signer.verify("job_a", "alice", "soon", params["sig"], now=1000.0)
+    assert not UrlSigner(b"x" * 32).verify(*ok, now=1000.0)  # another server's secret
+
+
+async def test_audio_plays_through_a_signed_link_without_the_key_in_it(keyed: TestClient, corpus: Path) -> None:
+    job = await _upload(keyed, corpus, "alice")
+    path = f"/v1/jobs/{job['id']}/audio-url"
+    await _error(await keyed.post(path, headers=auth("bob")), 404, "not_found_error")  # bob's view: no job
+    link = await (await keyed.post(path, headers=auth("alice"))).json()
+    assert link["url"].startswith(f"/v1/jobs/{job['id']}/audio?") and "kid=alice" in link["url"]
+    assert all(key not in link["url"] for key in KEYS.values())
+    played = await keyed.get(link["url"], headers={"Range": "bytes=0-99"})
+    assert played.status == 206 and len(await played.read()) == 100
+    base, _, query = link["url"].partition("?")
+    for bad in (query.replace("kid=alice", "kid=bob"), query.replace("sig=", "sig=0"), query + "&exp=1",
+                query.replace("exp=", "exp=9")):
+        response = await keyed.get(f"{base}?{bad}")
+        assert (await _error(response, 401, "authentication_error"))["code"] == "invalid_signature", bad
+    other = await _upload(keyed, corpus, "bob")
+    await _error(await keyed.get(f"/v1/jobs/{other['id']}/audio?{query}"), 401, "authentication_error")
+    # A signature opens only the audio: no other route takes one.
+    await _error(await keyed.get(f"/v1/jobs/{job['id']}?{query}"), 401, "authentication_error")
 
 
 async def test_keys_themselves_are_stored_nowhere(keyed: TestClient, corpus: Path) -> None:

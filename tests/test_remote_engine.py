@@ -300,7 +300,7 @@ async def test_limits_come_from_the_upstreams_and_config_tables_build_settings()
     assert (limits.max_chunk_s, limits.max_upload_bytes, limits.concurrency) == (25.0, 1_000_000, 11)
     with pytest.raises(EngineError, match="not started"):
         await engine.transcribe(chunk())
-    with pytest.raises(ValueError, match="unknown upstream setting"):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) in \[\[upstreams\]\] #1: .api_key."):
         upstreams_from_config([{"name": "x", "base_url": "http://h/v1", "model": "m", "api_key": "sk-nope"}])
     with pytest.raises(ValueError, match="base_url"):
         UpstreamSettings("x", "ftp://h", "m")

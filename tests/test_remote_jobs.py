@@ -18,6 +18,7 @@ import numpy as np
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from stt_server.media import pcm_to_wav
@@ -130,13 +131,15 @@ async def test_jobs_complete_through_upstream_faults(
     assert failed == len(faults.get("script", [])) - faults.get("script", []).count(200)
     assert stats["retries_total"] == failed and stats["circuit"] == "closed" and stats["in_flight"] == 0
     assert fake.requests == stats["requests_total"] == stats["requests_by_status"]["200"] + failed
-    metrics = await (await client.get("/metrics")).text()
-    series = '{engine="openai",upstream="fake"'
-    for name in ("connections_open", "in_flight", "requests_total", "retries_total", "latency_s_count"):
-        assert f"stt_engine_{name}{series}}} " in metrics, name
-    assert f'stt_engine_requests_by_status{series},status="200"}} {stats["requests_by_status"]["200"]}' in metrics
-    assert f'stt_engine_latency_s_bucket{series},le="+Inf"}} {fake.requests}' in metrics
-    assert f'stt_engine_circuit{series},circuit="closed"}} 1' in metrics
+    metrics = await scrape(client)
+    fake_series = {"engine": "openai", "upstream": "fake"}
+    for name in ("connections_open", "in_flight", "retries_total", "request_duration_seconds_count"):
+        assert (f"stt_upstream_{name}", frozenset(fake_series.items())) in metrics, name
+    assert metrics[("stt_upstream_requests_total", frozenset({**fake_series, "status": "200"}.items()))] == \
+        stats["requests_by_status"]["200"]
+    assert metrics[("stt_upstream_request_duration_seconds_bucket",
+                    frozenset({**fake_series, "le": "+Inf"}.items()))] == fake.requests
+    assert metrics[("stt_upstream_circuit", frozenset({**fake_series, "stt_upstream_circuit": "closed"}.items()))] == 1
 
 
 @pytest.mark.parametrize("http2", [True, False], ids=["h2c", "http1.1"])
@@ -168,9 +171,17 @@ async def test_a_dead_upstream_opens_the_circuit_and_fails_the_job_naming_it(
     assert stats["circuit"] == "open" and stats["circuit_opened_total"] == 1
     admin = await (await client.get("/v1/admin/stats")).json()
     assert admin["events"]["upstream.circuit_opened"] == 1
-    metrics = await (await client.get("/metrics")).text()
-    assert 'stt_events_total{event="upstream.circuit_opened"} 1' in metrics
-    assert 'stt_engine_circuit{engine="openai",upstream="dead-box",circuit="open"} 1' in metrics
+    metrics = await scrape(client)
+    assert metrics[("stt_events_total", frozenset({"event": "upstream.circuit_opened"}.items()))] == 1
+    dead_series = {"engine": "openai", "upstream": "dead-box", "stt_upstream_circuit": "open"}
+    assert metrics[("stt_upstream_circuit", frozenset(dead_series.items()))] == 1
+
+
+async def scrape(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """GET /metrics, parsed: each sample's value by its name and labels."""
+    text = await (await client.get("/metrics")).text()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 async def test_two_upstreams_share_a_job_and_a_failing_one_hands_its_work_over(

