@@ -80,3 +80,22 @@ async def test_full_queue_is_429() -> None:
         await queue.put("b", "normal")
     assert err.value.headers["Retry-After"]
     await queue.put("c", "normal", force=True)
+
+
+async def test_positions_come_from_one_ordering_of_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = JobQueue(max_queued=2000, clock=lambda: 0.0)
+    for n in range(1000):
+        await queue.put(f"j{n}", ("high", "normal", "low")[n % 3], client=f"c{n % 7}", enqueued_at=0.0)
+    one_by_one = {f"j{n}": queue.position(f"j{n}") for n in range(0, 1000, 97)}
+    orderings = 0
+    real_order = queue.order
+
+    def counted() -> list[QueuedJob]:
+        nonlocal orderings
+        orderings += 1
+        return real_order()
+
+    monkeypatch.setattr(queue, "order", counted)
+    positions = queue.positions()  # what a page of GET /v1/jobs uses for all its rows
+    assert orderings == 1 and len(positions) == 1000 and sorted(positions.values()) == list(range(1, 1001))
+    assert all(positions[job_id] == place for job_id, place in one_by_one.items())
