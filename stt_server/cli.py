@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .apikeys import hash_key
+from .descriptors import raise_nofile_limit
 from .errors import STTError
 from .formats import FORMATS, render
 from .intake import JobOptions, accept_upload, wait_finished
@@ -53,10 +54,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log.level, settings.log.json)
     log_auth_mode(settings)
+    raise_nofile_limit()  # before the app: its stream cap is a share of the limit
     app = create_app(settings)
     print(f"stt_server listening on http://{settings.server.host}:{settings.server.port}", file=sys.stderr)
+    # aiohttp closes a connection that has not sent a whole request within keepalive_timeout of
+    # opening (or of its last answer): the deadline for headers, and for idle connections.
     web.run_app(app, host=settings.server.host, port=settings.server.port, print=None,
-                shutdown_timeout=10.0)
+                shutdown_timeout=10.0, keepalive_timeout=settings.server.header_timeout_s)
     return 0
 
 

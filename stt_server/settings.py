@@ -11,6 +11,12 @@ from typing import Any, Iterable, Mapping
 from .apikeys import ApiKey, parse_keys
 
 
+def name_list(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A list setting of names: a TOML array, or comma-separated text from the environment."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip().lower() for item in items if item.strip())
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
@@ -20,6 +26,13 @@ class ServerSettings:
     max_duration_s: float = 6 * 3600.0
     upload_chunk_bytes: int = 262_144
     allow_unauthenticated_remote: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    header_timeout_s: float = 15.0
+    upload_grace_s: float = 10.0
+    min_upload_bytes_per_s: int = 4096
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_hosts", name_list(self.allowed_hosts))
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,11 @@ class WebhookSettings:
     max_elapsed_s: float = 3600.0
     retry_base_s: float = 1.0
     retry_max_s: float = 60.0
+    allow_private: bool = False
+    allow_hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_hosts", name_list(self.allow_hosts))
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,10 @@ class LimitSettings:
     max_unfinished_jobs: int = 100
     max_concurrent_uploads: int = 16
     upload_wait_s: float = 10.0
+    max_uploads_per_client: int = 4
+    max_queued_audio_s: float = 24 * 3600.0
+    max_event_streams: int = 1000
+    max_event_streams_per_client: int = 32
 
 
 @dataclass(frozen=True)

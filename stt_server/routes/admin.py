@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, UnsupportedMediaType
 from ..pipeline import job_cache_keys
 from ..services import SERVICES
 
@@ -16,6 +16,9 @@ SCOPES = ("key", "job_id", "engine", "model", "all")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    if request.can_read_body and request.content_type != "application/json":
+        # A cross-site form or text/plain POST needs no preflight; a JSON one does.
+        raise UnsupportedMediaType("send the body as application/json")
     try:
         body = await request.json() if request.can_read_body else {}
     except (ValueError, LookupError):  # bad JSON, bad UTF-8 (found by fuzzing), an unknown charset
