@@ -250,7 +250,8 @@ class WebhookSender:
         except (aiohttp.ClientError, ValueError) as exc:
             # The exception's text names the URL (credentials, query): only its class goes to the log.
             log.info("webhook_error", job_id=job_id, url=redact_url(url), error_type=type(exc).__name__)
-            error = error_kind(exc)
+            refused = isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressRefused)
+            return Attempt(None, error_kind(exc), round(time.perf_counter() - began, 4), None, final=refused)
         return Attempt(None, error, round(time.perf_counter() - began, 4), None)
 
 
