@@ -115,8 +115,10 @@ class StreamGate:
         if self.open >= self.cap or (self.per_client_cap > 0 and mine >= self.per_client_cap):
             self.refused += 1
             which = "for this client" if self.open < self.cap else "on this server"
-            raise TooManyRequests(f"too many event streams open {which}; close one or poll the job instead",
-                                  code="too_many_streams", headers=_retry_after(BUSY_RETRY_S))
+            refusal = TooManyRequests(f"too many event streams open {which}; close one or poll the job instead",
+                                      code="too_many_streams", headers=_retry_after(BUSY_RETRY_S))
+            refusal.close_connection = True  # a refused flood must not linger as idle connections
+            raise refusal
         self.open += 1
         self.per_client[client] = mine + 1
         try:

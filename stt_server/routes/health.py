@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from ..errors import Unavailable, error_response
-from ..limits import UPLOAD_GATE
+from ..limits import STREAM_GATE, UPLOAD_GATE
 from ..looplag import LOOP_LAG
 from ..metrics import METRICS
 from ..services import SERVICES, Services
@@ -71,4 +71,5 @@ async def admin_stats(request: web.Request) -> web.Response:
         "metrics": request.app[METRICS].summary() if METRICS in request.app else {},
         "event_loop": request.app[LOOP_LAG].summary() if LOOP_LAG in request.app else {},
         "uploads": request.app[UPLOAD_GATE].stats() if UPLOAD_GATE in request.app else {},
+        "event_streams": request.app[STREAM_GATE].stats() if STREAM_GATE in request.app else {},
     })
