@@ -58,9 +58,15 @@ def same_origin(origin: str, host: str) -> bool:
     return bool(theirs[0]) and theirs == _endpoint(parts.scheme, host)
 
 
-def cross_site_refusal(method: str, fetch_site: str | None, origin: str | None, host: str) -> str | None:
-    """Why a request is refused as a cross-site write, or None (reads, and writes without Origin, pass)."""
+def cross_site_refusal(method: str, fetch_site: str | None, origin: str | None, host: str,
+                       own_names: frozenset[str] = frozenset()) -> str | None:
+    """Why a request is refused as a cross-site write, or None (reads, and writes without Origin, pass).
+
+    ``own_names`` are the names the server is reached by (``server.allowed_hosts``): pages there are
+    its own even when a proxy in front rewrites the Host header."""
     if method.upper() in SAFE_METHODS:
+        return None
+    if origin is not None and (urlsplit(origin.strip()).hostname or "") in own_names:
         return None
     if (fetch_site or "").lower() == "cross-site":
         return "requests from other web sites may not change anything here"
@@ -72,7 +78,8 @@ def cross_site_refusal(method: str, fetch_site: str | None, origin: str | None, 
 def origin_middleware(settings: Settings) -> Middleware:
     """Refuse cross-site writes always, and unknown host names when no API keys are configured."""
     check_host = not settings.auth.keys
-    allowed = frozenset(settings.server.allowed_hosts) | {settings.server.host.lower()}
+    own_names = frozenset(settings.server.allowed_hosts)
+    allowed = own_names | {settings.server.host.lower()}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -80,7 +87,7 @@ def origin_middleware(settings: Settings) -> Middleware:
             raise MisdirectedHost(f"this server does not answer for the host {host_name(request.host)!r}; "
                                   "add it to server.allowed_hosts if it should")
         refusal = cross_site_refusal(request.method, request.headers.get("Sec-Fetch-Site"),
-                                     request.headers.get("Origin"), request.host)
+                                     request.headers.get("Origin"), request.host, own_names)
         if refusal:
             raise CrossSite(refusal)
         return await handler(request)

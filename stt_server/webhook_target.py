@@ -27,7 +27,9 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 """``(host, port) → addresses``: the system's by default; tests pass a table."""
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64 (well-known and local-use),
+# IPv4-compatible (deprecated, ::/96) and IPv4-translated (SIIT).
+_WRAPPING = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96"))
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
@@ -41,13 +43,14 @@ async def system_resolver(host: str, port: int) -> list[str]:
 
 
 def _unwrap(ip: IPAddress) -> IPAddress:
-    """The IPv4 address inside an IPv4-mapped, NAT64 or 6to4 IPv6 address; others as they are."""
+    """The IPv4 address inside an IPv4-mapped, NAT64, 6to4, IPv4-compatible or IPv4-translated
+    IPv6 address; others (and ``::`` and ``::1`` themselves) as they are."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return ip.ipv4_mapped
         if ip.sixtofour is not None:
             return ip.sixtofour
-        if any(ip in net for net in _NAT64):
+        if int(ip) > 1 and any(ip in net for net in _WRAPPING):
             return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
 
@@ -60,9 +63,9 @@ def address_refusal(address: str) -> str | None:
         return "it is not an IP address"
     for kind, test in (("loopback", ip.is_loopback), ("unspecified", ip.is_unspecified),
                        ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
-                       ("shared (CGNAT)", ip in _CGNAT), ("private", ip.is_private)):
+                       ("shared (CGNAT)", ip in _CGNAT), ("private", ip.is_private), ("reserved", ip.is_reserved)):
         if test:
-            return f"it is a {kind} address"
+            return f"it is {'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
     return None if ip.is_global else "it is not a public address"
 
 

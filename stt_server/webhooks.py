@@ -95,10 +95,15 @@ def worth_retrying(status: int | None, final: bool) -> bool:
     return status is None or not 400 <= status < 500 or status in RETRIED_4XX
 
 
+def refused_address(exc: BaseException) -> bool:
+    """Whether a connection failed because the guard refused the address the host resolved to."""
+    return isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressRefused)
+
+
 def error_kind(exc: BaseException) -> str:
     """What the job's owner is told of a failed connection: a kind, never the raw error (which
     would turn webhooks into a port scanner of the server's network)."""
-    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressRefused):
+    if refused_address(exc):
         return "refused: the host resolves to an address webhooks may not reach"
     if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)):
         return "TLS handshake failed"
@@ -250,8 +255,8 @@ class WebhookSender:
         except (aiohttp.ClientError, ValueError) as exc:
             # The exception's text names the URL (credentials, query): only its class goes to the log.
             log.info("webhook_error", job_id=job_id, url=redact_url(url), error_type=type(exc).__name__)
-            refused = isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressRefused)
-            return Attempt(None, error_kind(exc), round(time.perf_counter() - began, 4), None, final=refused)
+            return Attempt(None, error_kind(exc), round(time.perf_counter() - began, 4), None,
+                           final=refused_address(exc))
         return Attempt(None, error, round(time.perf_counter() - began, 4), None)
 
 

@@ -184,6 +184,13 @@ def test_cross_site_policy(method: str, site: str | None, origin: str | None, re
     assert (cross_site_refusal(method, site, origin, "127.0.0.1:8000") is not None) is refused
 
 
+def test_pages_under_an_allowed_host_are_the_servers_own() -> None:
+    # A proxy rewrote Host to the loopback address; the page was served as https://stt.internal/.
+    own = frozenset({"stt.internal"})
+    assert cross_site_refusal("POST", "same-origin", "https://stt.internal", "127.0.0.1:8000", own) is None
+    assert cross_site_refusal("POST", "cross-site", "https://evil.example", "127.0.0.1:8000", own) is not None
+
+
 @pytest.mark.parametrize(("origin", "host", "same"), [
     ("https://stt.example.com", "stt.example.com", True),           # TLS ended by a proxy in front
     ("https://stt.example.com", "stt.example.com:443", True),

@@ -298,6 +298,7 @@ async def test_deleting_the_job_stops_its_delivery(store: Store, aiohttp_server:
     ("::ffff:127.0.0.1", "loopback"), ("::ffff:169.254.169.254", "link-local"),  # IPv4-mapped
     ("64:ff9b::a9fe:a9fe", "link-local"), ("64:ff9b::7f00:1", "loopback"),       # NAT64
     ("2002:7f00:1::", "loopback"),                                                 # 6to4
+    ("::7f00:1", "loopback"), ("::ffff:0:a9fe:a9fe", "link-local"),                # IPv4-compatible, SIIT
     ("192.0.2.1", "private"), ("240.0.0.1", "private"), ("fe80::1%eth0", "link-local"),
 ])
 def test_address_policy(address: str, refused: str | None) -> None:
