@@ -12,6 +12,8 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+
 ACCEPT_LOG_INTERVAL_S = 60.0
 STREAM_SHARE = 4  # event streams may use at most a quarter of the descriptors
 
@@ -44,15 +46,19 @@ class AcceptErrorLog:
     are logged at most once per interval with the number of repeats; everything else as before."""
 
     def __init__(self, interval_s: float = ACCEPT_LOG_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, previous: Handler | None = None) -> None:
         self.interval_s = interval_s
         self.clock = clock
+        self.previous = previous
         self.last: float | None = None
         self.suppressed = 0
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if not str(context.get("message", "")).startswith("socket.accept()"):
-            loop.default_exception_handler(context)
+            if self.previous is not None:
+                self.previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
             return
         now = self.clock()
         if self.last is not None and now - self.last < self.interval_s:
@@ -68,4 +74,5 @@ class AcceptErrorLog:
 
 async def quiet_accept_errors(app: object) -> None:
     """``on_startup``: install :class:`AcceptErrorLog` on the running loop."""
-    asyncio.get_running_loop().set_exception_handler(AcceptErrorLog())
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorLog(previous=loop.get_exception_handler()))
