@@ -133,7 +133,7 @@ class LimitSettings:
     max_unfinished_jobs: int = 100
     max_concurrent_uploads: int = 16
     upload_wait_s: float = 10.0
-    max_uploads_per_client: int = 4
+    max_uploads_per_client: int = 8
     max_queued_audio_s: float = 24 * 3600.0
     max_event_streams: int = 1000
     max_event_streams_per_client: int = 32

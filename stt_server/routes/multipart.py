@@ -47,8 +47,9 @@ class BodyPace:
 
     async def read(self, step: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(step, max(0.0, self.deadline() - self.loop.time()))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout_at(self.deadline()):  # no task per read, unlike wait_for
+                return await step
+        except TimeoutError:
             raise RequestTimeout(f"the request body arrived too slowly: at least {self.min_rate:g} bytes "
                                  f"per second are needed after the first {self.grace_s:g} s") from None
 
