@@ -83,11 +83,14 @@ def origin_middleware(settings: Settings) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if check_host and not host_allowed(request.host, allowed):
-            raise MisdirectedHost(f"this server does not answer for the host {host_name(request.host)!r}; "
+        # The header itself: aiohttp's request.host falls back to a (blocking) getfqdn(), and a
+        # request without Host (HTTP/1.0) is no browser's, so no rebinding page's.
+        host = request.headers.get("Host")
+        if check_host and host is not None and not host_allowed(host, allowed):
+            raise MisdirectedHost(f"this server does not answer for the host {host_name(host)!r}; "
                                   "add it to server.allowed_hosts if it should")
         refusal = cross_site_refusal(request.method, request.headers.get("Sec-Fetch-Site"),
-                                     request.headers.get("Origin"), request.host, own_names)
+                                     request.headers.get("Origin"), host or "", own_names)
         if refusal:
             raise CrossSite(refusal)
         return await handler(request)
