@@ -20,8 +20,9 @@ from tests.fake_upstream import FakeUpstream
 from tests.serverproc import ROOT, Server, running_server
 
 
-# One client replays whole workloads: the per-client upload rate limit would turn them into 429s.
-BENCH_ENV = {"STT_LIMITS_UPLOADS_PER_MINUTE": "0"}
+# One client replays whole workloads: the per-client upload limits would turn them into 429s.
+BENCH_ENV = {"STT_LIMITS_UPLOADS_PER_MINUTE": "0", "STT_LIMITS_MAX_UPLOADS_PER_CLIENT": "0",
+             "STT_LIMITS_MAX_QUEUED_AUDIO_S": "0"}
 
 
 @dataclass(frozen=True)

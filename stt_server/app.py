@@ -9,9 +9,12 @@ from aiohttp import web
 from . import openapi
 from .auth import auth_middleware
 from .errors import error_middleware
-from .limits import UPLOAD_GATE, UploadGate
+from .httpsec import security_headers
+from .descriptors import quiet_accept_errors
+from .limits import STREAM_GATE, UPLOAD_GATE, StreamGate, UploadGate
 from .looplag import setup_loop_lag
 from .metrics import METRICS, MetricsCollector
+from .origin import origin_middleware
 from .request_id import echo_request_id, request_id_middleware
 from .routes import admin, health, jobs, openai, session
 from .routes.metrics import routes as metrics_routes
@@ -26,12 +29,14 @@ def create_app(settings: Settings, engine_factory: EngineFactory = default_engin
     # Outermost first: the request id wraps everything, metrics see the error middleware's statuses,
     # and the error middleware shapes authentication's 401 and 403.
     signer = UrlSigner()
-    app = web.Application(middlewares=[request_id_middleware, error_middleware,
+    app = web.Application(middlewares=[request_id_middleware, error_middleware, origin_middleware(settings),
                                        auth_middleware(settings.auth.keys, signer)],
                           client_max_size=1 << 20)
     app[session.SIGNER] = signer
     collector = app[METRICS] = MetricsCollector()
     app[UPLOAD_GATE] = UploadGate(settings.limits)
+    app[STREAM_GATE] = StreamGate(settings.limits)
+    app.on_startup.append(quiet_accept_errors)
     setup_loop_lag(app)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -53,6 +58,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = default_engin
     app.cleanup_ctx.append(services_ctx)
     app.on_shutdown.append(stop_accepting)
     app.on_response_prepare.append(echo_request_id)
+    app.on_response_prepare.append(security_headers)
     app.add_routes(health.routes)
     app.add_routes(metrics_routes)
     app.add_routes(jobs.routes)

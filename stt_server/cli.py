@@ -14,6 +14,7 @@ from aiohttp import web
 from tqdm import tqdm
 
 from .apikeys import hash_key
+from .descriptors import raise_nofile_limit
 from .errors import StartupError, STTError
 from .formats import FORMATS, render
 from .intake import JobOptions, accept_upload, wait_finished
@@ -50,11 +51,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     configure_logging(settings.log.level, settings.log.json)
+    raise_nofile_limit()  # before the app: its stream cap is a share of the limit
     app = create_app(settings)
     log_auth_mode(settings)
     print(f"stt_server listening on http://{settings.server.host}:{settings.server.port}", file=sys.stderr)
+    # aiohttp closes a connection that has not sent a whole request within keepalive_timeout of
+    # opening (or of its last answer): the deadline for headers, and for idle connections.
     web.run_app(app, host=settings.server.host, port=settings.server.port, print=None,
-                shutdown_timeout=10.0)
+                shutdown_timeout=10.0, keepalive_timeout=settings.server.header_timeout_s)
     return 0
 
 

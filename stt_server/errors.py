@@ -17,6 +17,7 @@ class STTError(Exception):
     type = "server_error"
     code: str | None = None
     default_param: str | None = None
+    close_connection = False
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -53,6 +54,22 @@ class Forbidden(STTError):
     code = "admin_only"
 
 
+class CrossSite(STTError):
+    """A write sent by a web page of another origin (a cross-site form or fetch)."""
+
+    status = 403
+    type = "permission_error"
+    code = "cross_site"
+
+
+class MisdirectedHost(STTError):
+    """A request naming a host this server does not answer for (a DNS-rebinding page)."""
+
+    status = 421
+    type = "invalid_request_error"
+    code = "host_not_allowed"
+
+
 class NotFound(STTError):
     status = 404
     type = "not_found_error"
@@ -77,6 +94,21 @@ class PayloadTooLarge(STTError):
     status = 413
     type = "invalid_request_error"
     code = "too_large"
+
+
+class UnsupportedMediaType(STTError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class RequestTimeout(STTError):
+    """The client sent its request too slowly; the connection is closed after the answer."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "too_slow"
+    close_connection = True
 
 
 class TooManyRequests(STTError):
@@ -127,7 +159,10 @@ class StartupError(Exception):
 
 
 def error_response(err: STTError) -> web.Response:
-    return web.json_response(err.body(), status=err.status, headers=err.headers)
+    response = web.json_response(err.body(), status=err.status, headers=err.headers)
+    if err.close_connection:
+        response.force_close()
+    return response
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:

@@ -13,6 +13,7 @@ from .engines.base import Engine
 from .media import AudioInfo, probe
 from .services import Services
 from .spool import SpooledFile
+from .webhook_target import url_refusal
 
 MAX_FIELD_CHARS = 4096
 
@@ -39,8 +40,9 @@ def parse_options(fields: dict[str, str], *, default_priority: str = "normal") -
         raise BadRequest(f"invalid language {language!r}; use an ISO-639-1 code such as 'en'",
                          param="language")
     webhook = (fields.get("webhook_url") or "").strip() or None
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
-        raise BadRequest("webhook_url must be an http(s) URL", param="webhook_url")
+    refusal = url_refusal(webhook) if webhook is not None else None
+    if refusal:
+        raise BadRequest(refusal, param="webhook_url", code="invalid_webhook_url")
     return JobOptions(
         language=language,
         prompt=(fields.get("prompt") or "").strip() or None,
@@ -64,6 +66,7 @@ async def accept_upload(svc: Services, spooled: SpooledFile, filename: str, opti
             raise PayloadTooLarge(
                 f"audio lasts {info.duration_s:.0f} s, over the limit of {limit:.0f} s", param="file",
                 code="too_long")
+        await _check_audio_quota(svc, options.owner, info.duration_s)
     except BaseException:
         svc.spool.discard(spooled)
         raise
@@ -84,12 +87,25 @@ async def _record(svc: Services, spooled: SpooledFile, filename: str, options: J
         duration_s=info.duration_s, engine=engine.name, model=engine.model, created_at=time.time(),
         language=options.language, prompt=options.prompt, webhook_url=options.webhook_url,
         owner=options.owner, temperature=options.temperature, word_timestamps=options.word_timestamps,
+        container=info.format_name,
     )
     await svc.store.insert_job(job)
     await svc.bus.emit("job.created", job.id, filename=job.filename, size_bytes=job.size_bytes,
                        duration_s=round(info.duration_s, 3), codec=info.codec)
     await svc.enqueue(job, force=True)
     return job
+
+
+async def _check_audio_quota(svc: Services, owner: str | None, duration_s: float) -> None:
+    """429 if ``owner`` would have more than ``max_queued_audio_s`` of audio queued or running."""
+    quota = svc.settings.limits.max_queued_audio_s
+    if owner is None or quota <= 0:
+        return
+    used = await svc.store.unfinished_audio_s(owner)
+    if used + duration_s > quota:
+        raise TooManyRequests(f"too much audio waiting: at most {quota:.0f} s queued or running at once "
+                              f"({used:.0f} s now); retry when some jobs have finished",
+                              code="audio_quota", headers={"Retry-After": "60"})
 
 
 def _safe_name(filename: str | None) -> str:

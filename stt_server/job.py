@@ -63,6 +63,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    container: str | None = None  # the probed container (FFmpeg's demuxer name)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> "Job":

@@ -30,8 +30,11 @@ from typing import IO, Iterator
 
 import av
 import numpy as np
+import structlog
 
 from stt_server.errors import InvalidAudio
+
+log = structlog.get_logger(__name__)
 
 SAMPLE_RATE = 16_000
 """Rate of every PCM array this module returns (what Whisper expects)."""
@@ -46,6 +49,12 @@ TAIL_SEEK_S = 1.5
 """How far before the declared end `probe` seeks to prove the end is really there."""
 TAIL_TOLERANCE_S = 1.0
 """How much short of the declared end the last decodable audio may stop."""
+
+MIN_RATE, MAX_RATE = 8_000, 384_000
+"""Sample rates accepted: a rate of 1 Hz makes 4 KB last an hour; billions of Hz break decoders."""
+
+UNDECODABLE = "the audio cannot be decoded"
+"""What a user is told when a decoder fails; the decoder's own words (paths, addresses) go to the log."""
 
 PREROLL_SAMPLES = SAMPLE_RATE // 4
 """Decoded and dropped before each span: MP3 (bit reservoir, overlapped MDCT) and
@@ -117,8 +126,8 @@ def probe(path: str | Path) -> AudioInfo:
         try:
             return _probe_container(container, local, size)
         except (av.FFmpegError, OSError, ValueError) as err:
-            reason = getattr(err, "strerror", None) or str(err)
-            raise InvalidAudio(f"the audio cannot be decoded: {reason}") from err
+            log.info("probe_failed", error_type=type(err).__name__, detail=str(err)[:500])
+            raise InvalidAudio(UNDECODABLE) from err
 
 
 def _probe_container(container: av.container.InputContainer, local: str, size: int) -> AudioInfo:
@@ -128,13 +137,17 @@ def _probe_container(container: av.container.InputContainer, local: str, size: i
     if not container.streams.audio:
         raise InvalidAudio("the file contains no audio stream")
     stream = container.streams.audio[0]
-    if format_name == "wav":
-        _check_wav(local, size)
+    rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise InvalidAudio(f"a sample rate of {rate} Hz is not accepted: send {MIN_RATE}–{MAX_RATE} Hz audio")
+    held = _check_wav(local, size) if format_name == "wav" else None
     duration = _duration_s(container, stream)
     if duration is None:
         raise InvalidAudio("the audio's duration is unknown")
     if duration <= 0:
         raise InvalidAudio("the audio has zero duration")
+    if held is not None and duration > held + TAIL_TOLERANCE_S:
+        raise InvalidAudio(f"the WAV header declares {duration:.1f} s of audio but its data holds {held:.1f} s")
     if _first_frame(container, stream) is None:
         raise InvalidAudio("the file contains no decodable audio")
     end = _decoded_end_s(container, stream, duration)
@@ -151,16 +164,20 @@ def _probe_container(container: av.container.InputContainer, local: str, size: i
     )
 
 
-def _check_wav(local: str, size: int) -> None:
+def _check_wav(local: str, size: int) -> float | None:
+    """Refuse a cut or empty WAV; return how long its PCM data lasts (None: not PCM, or not RIFF).
+
+    The bytes present say how long PCM lasts, whatever the header's byte-rate field claims."""
     span = _wav_data_bytes(local, size)
     if span is None:
-        return
-    declared, present = span
+        return None
+    declared, present, bytes_per_s = span
     if declared is not None and declared > present:
         raise InvalidAudio(f"the file is truncated: the WAV header declares {declared} bytes of audio "
                            f"but only {present} are present")
     if present == 0:
         raise InvalidAudio("the audio has zero duration")
+    return min(present, declared or present) / bytes_per_s if bytes_per_s else None
 
 
 def _duration_s(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
@@ -203,13 +220,19 @@ def _decoded_end_s(container: av.container.InputContainer, stream: av.audio.stre
     return end
 
 
-def _wav_data_bytes(local: str, size: int) -> tuple[int | None, int] | None:
-    """(declared, present) byte counts of a RIFF WAV's `data` chunk; None if not found.
+PCM_TAGS = (1, 3, 0xFFFE)  # integer PCM, float PCM, WAVE_FORMAT_EXTENSIBLE
+
+
+def _wav_data_bytes(local: str, size: int) -> tuple[int | None, int, int] | None:
+    """(declared, present, bytes per second) of a RIFF WAV's `data` chunk; None if not found.
 
     FFmpeg silently clamps a WAV's duration to the bytes present, so a cut WAV
     looks whole to PyAV; only the header tells. Streaming writers put 0 or
     0xFFFFFFFF in the size field, meaning "until the end": declared is None then.
+    Bytes per second come from the `fmt ` chunk's rate, channels and sample
+    width (0 when it is not PCM), not from its byte-rate field, which may lie.
     """
+    bytes_per_s = 0
     with open(local, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -218,7 +241,13 @@ def _wav_data_bytes(local: str, size: int) -> tuple[int | None, int] | None:
             tag, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if tag == b"data":
                 declared = None if length in (0, 0xFFFFFFFF) else length
-                return declared, max(0, size - f.tell())
+                return declared, max(0, size - f.tell()), bytes_per_s
+            if tag == b"fmt " and length >= 16:
+                fmt = f.read(16)
+                tag_id, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt)
+                if tag_id in PCM_TAGS:
+                    bytes_per_s = rate * channels * ((bits + 7) // 8)
+                length -= 16
             f.seek(length + (length & 1), io.SEEK_CUR)
     return None
 
@@ -270,7 +299,8 @@ class _Decoder:
         if self.timed_out:
             raise InvalidAudio("decoding the audio took too long")
         if code != 0:
-            raise InvalidAudio(f"the audio cannot be decoded: {message or f'ffmpeg exited with {code}'}")
+            log.warning("ffmpeg_failed", exit_code=code, detail=message[:500])
+            raise InvalidAudio(UNDECODABLE)
 
 
 def _decode_args(local: str, rate: int, seek: tuple[float, float] | None = None) -> list[str]:

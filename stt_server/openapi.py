@@ -15,9 +15,13 @@ from .formats import FORMATS
 from .job import PRIORITIES, Status
 
 Schema = dict[str, Any]
-ERROR_STATUSES = {400: "Bad request", 401: "Missing or invalid API key", 403: "Needs an admin API key",
-                  404: "Not found", 409: "Not ready yet", 410: "Deleted after its retention period",
-                  413: "Too large or too long", 429: "Rate limited (see Retry-After)",
+ERROR_STATUSES = {400: "Bad request", 401: "Missing or invalid API key",
+                  403: "Needs an admin API key, or a write sent by a web page of another origin",
+                  404: "Not found", 408: "The request body arrived too slowly", 409: "Not ready yet",
+                  410: "Deleted after its retention period", 413: "Too large or too long",
+                  415: "The body must be application/json",
+                  421: "Without API keys, only loopback host names and server.allowed_hosts are served",
+                  429: "Rate limited (see Retry-After)",
                   502: "The engine failed", 503: "Busy, loading or shutting down (see Retry-After)",
                   507: "The audio spool is full"}
 
@@ -94,7 +98,7 @@ def _op(summary: str, ok: tuple[int, str, dict[str, Any] | None], errors: str = 
         success["content"] = content
     if headers:
         success["headers"] = headers
-    codes = {int(c) for c in errors.split()} | ({401} if not public else set())
+    codes = {int(c) for c in errors.split()} | ({401} if not public else set()) | {421}
     op: Schema = {"summary": summary, "parameters": list(params),
                   "responses": {str(status): success,
                                 **{str(c): {"$ref": f"#/components/responses/E{c}"} for c in sorted(codes)}}}
@@ -119,18 +123,18 @@ PATHS: dict[str, dict[str, Schema]] = {
                                    (200, "Statistics", JSON_ANY), "403")},
     "/v1/admin/cache/invalidate": {"post": _op(
         "Invalidate cache entries by key, job, engine/model, or all, in every tier (admin)",
-        (200, "How many entries were removed", JSON_ANY), "400 403 404", body=_ref("Invalidate"),
+        (200, "How many entries were removed", JSON_ANY), "400 403 404 415", body=_ref("Invalidate"),
         body_type="application/json")},
     "/v1/jobs": {
         "post": _op("Upload audio and queue a transcription job", (202, "Queued", _json("Job")),
-                    "400 413 429 503 507", body=_ref("Upload"), headers={"Location": {"schema": STR}}),
+                    "400 403 408 413 429 503 507", body=_ref("Upload"), headers={"Location": {"schema": STR}}),
         "get": _op("The jobs this key may see, newest first", (200, "A page of jobs", _json("JobList")), "400",
                    params=(_param("status", "query", {"type": "string", "enum": [s.value for s in Status]}, "Only these"),
                            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100}, "Page size"),
                            _param("after", "query", {"type": "integer"}, "next_cursor of the previous page")))},
     "/v1/jobs/{id}": {
         "get": _op("One job", (200, "The job", _json("Job")), "404", params=(JOB_ID,)),
-        "delete": _op("Cancel a job and delete its audio and transcript", (204, "Deleted", None), "404",
+        "delete": _op("Cancel a job and delete its audio and transcript", (204, "Deleted", None), "403 404",
                       params=(JOB_ID,))},
     "/v1/jobs/{id}/transcript": {"get": _op(
         "The transcript of a completed job", (200, "The transcript", TRANSCRIPT_TYPES), "400 404 409 410",
@@ -138,7 +142,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                 _param("download", "query", STR, "Any value: sent as an attachment")))},
     "/v1/jobs/{id}/events": {"get": _op(
         "Server-Sent Events of the job, past ones first", (200, "An event stream", {"text/event-stream": {"schema": STR}}),
-        "400 404", params=(JOB_ID, _param("after", "query", {"type": "integer"}, "Resume after this event id"),
+        "400 404 429", params=(JOB_ID, _param("after", "query", {"type": "integer"}, "Resume after this event id"),
                            _param("Last-Event-ID", "header", {"type": "integer"}, "Resume after this event id")))},
     "/v1/jobs/{id}/audio": {"get": _op(
         "The job's uploaded audio (Range requests supported); with a Bearer key, or a link from audio-url",
@@ -153,7 +157,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                           (200, "Who is asking", _json("Me")))},
     "/v1/audio/transcriptions": {"post": _op(
         "OpenAI-compatible synchronous transcription", (200, "The transcript", TRANSCRIPT_TYPES),
-        "400 404 413 429 502 503 507", body=_ref("TranscriptionRequest"))},
+        "400 403 404 408 413 429 502 503 507", body=_ref("TranscriptionRequest"))},
     "/v1/models": {"get": _op("The models this server offers", (200, "Models", _json("ModelList")))},
     "/v1/models/{id}": {"get": _op("One model", (200, "The model", _json("Model")), "404",
                                    params=(_param("id", "path", STR, "Model id or engine name"),))},

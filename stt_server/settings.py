@@ -25,6 +25,12 @@ COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16
                  "float32", "default", "auto")
 
 
+def name_list(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A list setting of names: a TOML array, or comma-separated text from the environment."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip().lower() for item in items if item.strip())
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = setting("127.0.0.1", "Address to listen on. Keep 127.0.0.1 unless the server is behind "
@@ -41,6 +47,21 @@ class ServerSettings:
         False, "With no API keys in [auth], the server refuses to listen on anything but a loopback address "
         "(127.0.0.1, ::1, localhost) and exits with a message. true listens anyway, unauthenticated: only "
         "behind something else that authenticates. `stt-server serve --allow-insecure-bind` does the same.")
+    allowed_hosts: tuple[str, ...] = setting(
+        (), "With no API keys, only requests whose Host header names a loopback address (127.0.0.1, ::1, "
+        "localhost) are served, so a web site that rebinds its own name to 127.0.0.1 reads nothing; other names "
+        "get 421. Add the names this server is reached by, e.g. [\"stt.internal\"]: pages served under them may "
+        "also write (POST, DELETE) when a proxy in front rewrites the Host header.")
+    header_timeout_s: float = setting(15.0, "Seconds a connection may take to send a request's headers, and may "
+                                      "stay idle between requests.", gt=0)
+    upload_grace_s: float = setting(10.0, "An upload's body must arrive at min_upload_bytes_per_s on average "
+                                    "once this many seconds have passed; a slower one gets 408 and its "
+                                    "connection is closed (it would hold an upload slot).", ge=0)
+    min_upload_bytes_per_s: int = setting(4096, "The least average rate of an upload's body after the grace, "
+                                          "in bytes per second (0: no minimum).", ge=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_hosts", name_list(self.allowed_hosts))
 
 
 @dataclass(frozen=True)
@@ -147,6 +168,15 @@ class WebhookSettings:
     retry_base_s: float = setting(1.0, "First retry delay in seconds (exponential backoff with full "
                                   "jitter).", ge=0)
     retry_max_s: float = setting(60.0, "Longest retry delay, in seconds.", ge=0)
+    allow_private: bool = setting(False, "Webhook URLs whose host is (or resolves to) a loopback, private, "
+                                  "link-local, CGNAT, multicast or unspecified address are refused with 400 at "
+                                  "submission, and never connected to. true allows them (a receiver on the same "
+                                  "machine or network).")
+    allow_hosts: tuple[str, ...] = setting((), "Webhook host names allowed whatever they resolve to (the only "
+                                           "internal ones allowed when allow_private is false).")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_hosts", name_list(self.allow_hosts))
 
 
 @dataclass(frozen=True)
@@ -193,6 +223,15 @@ class LimitSettings:
                                           "spool file and a probe thread). 0 turns it off.", ge=0)
     upload_wait_s: float = setting(10.0, "How long an upload waits for one of those slots before it gets 503 "
                                    "with Retry-After, in seconds.", ge=0)
+    max_uploads_per_client: int = setting(8, "Of those slots, how many one key (or address) may hold at once; "
+                                          "past it: 429. 0 turns it off.", ge=0)
+    max_queued_audio_s: float = setting(24 * 3600.0, "Seconds of audio one key (or address) may have queued or "
+                                        "running at once (24 h); past it: 429. 0 turns it off.", ge=0)
+    max_event_streams: int = setting(1000, "Event streams (GET /v1/jobs/{id}/events) open at once, "
+                                     "server-wide; past it: 429. Also kept under a quarter of the process's "
+                                     "descriptor limit.", ge=0)
+    max_event_streams_per_client: int = setting(32, "Event streams one key (or address) may have open at once; "
+                                                "past it: 429.", ge=0)
 
 
 @dataclass(frozen=True)

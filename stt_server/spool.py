@@ -110,9 +110,9 @@ class Spool:
                 spooled.temp_path.unlink(missing_ok=True)
             elif max_bytes is not None and self._used + spooled.size_bytes > max_bytes:
                 spooled.temp_path.unlink(missing_ok=True)
-                raise InsufficientStorage(
-                    f"the audio spool is full ({self._used} of {max_bytes} bytes used); try again later",
-                    param="file", headers={"Retry-After": "300"})
+                # How full it is stays in stats and metrics: it is the operator's business, not a client's.
+                raise InsufficientStorage("the audio spool is full; try again later",
+                                          param="file", headers={"Retry-After": "300"})
             else:
                 os.replace(spooled.temp_path, final)
                 self._used += spooled.size_bytes

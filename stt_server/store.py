@@ -89,12 +89,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE chunks ADD COLUMN cache_key TEXT;
     """,
+    # 5: the probed container of the upload (the audio is served as its type, never the name's)
+    """
+    ALTER TABLE jobs ADD COLUMN container TEXT;
+    """,
 )
 
 _JOB_COLUMNS = (
     "id", "status", "priority", "filename", "size_bytes", "sha256", "duration_s", "engine", "model",
     "language", "prompt", "webhook_url", "owner", "temperature", "word_timestamps", "chunks_total", "chunks_done", "cached",
-    "created_at", "started_at", "finished_at", "error",
+    "created_at", "started_at", "finished_at", "error", "container",
 )
 
 
@@ -276,6 +280,13 @@ class Store:
         async with self._db.execute(sql, (owner,)) as cur:
             row = await cur.fetchone()
         return int(row[0])  # type: ignore[index]
+
+    async def unfinished_audio_s(self, owner: str) -> float:
+        """Seconds of audio in ``owner``'s jobs still queued or running."""
+        sql = "SELECT COALESCE(SUM(duration_s), 0) FROM jobs WHERE status IN ('queued', 'running') AND owner = ?"
+        async with self._db.execute(sql, (owner,)) as cur:
+            row = await cur.fetchone()
+        return float(row[0])  # type: ignore[index]
 
     async def delete_job(self, job_id: str) -> None:
         """Remove a job and everything recorded of it: chunks, webhook attempts, events."""

@@ -16,8 +16,7 @@ import hmac
 import json
 import random
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from urllib.parse import urlsplit
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Sequence
 
 import aiohttp
 import structlog
@@ -27,12 +26,14 @@ from .events import Event, EventBus
 from .job import Status
 from .settings import WebhookSettings
 from .store import Store
+from .webhook_target import AddressRefused, GuardedResolver, Resolver, literal_refusal, redact_url, system_resolver
 
 log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-STT-Signature"
 EVENT_HEADER = "X-STT-Event"
 DEFAULT_TOLERANCE_S = 300.0
+RETRIED_4XX = frozenset({408, 429})
 DELIVERED_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled"})
 _EVENT_FOR_STATUS = {Status.COMPLETED: "job.completed", Status.FAILED: "job.failed",
                      Status.CANCELLED: "job.cancelled"}
@@ -83,17 +84,47 @@ def delivered(attempts: Sequence[Mapping[str, Any]]) -> bool:
 
 def webhook_view(url: str, attempts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The ``webhook`` member of ``GET /v1/jobs/{id}``."""
-    return {"url": url, "attempts": list(attempts), "delivered": delivered(attempts)}
+    return {"url": redact_url(url), "attempts": list(attempts), "delivered": delivered(attempts)}
+
+
+def worth_retrying(status: int | None, final: bool) -> bool:
+    """Whether an attempt that did not deliver is tried again: not after a refusal of ours, nor
+    after a 4xx answer (the receiver will say the same again) other than 408 and 429."""
+    if final:
+        return False
+    return status is None or not 400 <= status < 500 or status in RETRIED_4XX
+
+
+def refused_address(exc: BaseException) -> bool:
+    """Whether a connection failed because the guard refused the address the host resolved to."""
+    return isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressRefused)
+
+
+def error_kind(exc: BaseException) -> str:
+    """What the job's owner is told of a failed connection: a kind, never the raw error (which
+    would turn webhooks into a port scanner of the server's network)."""
+    if refused_address(exc):
+        return "refused: the host resolves to an address webhooks may not reach"
+    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "could not connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection was closed before an answer"
+    return "the request failed"
+
+
+class Attempt(NamedTuple):
+    status: int | None
+    error: str | None
+    seconds: float
+    retry_after: float | None
+    final: bool = False  # refused by us: never retried
 
 
 def secret_from_env(settings: WebhookSettings, environ: Mapping[str, str]) -> bytes:
     """The signing secret, from the environment variable the settings name (empty: unsigned)."""
     return environ.get(settings.secret_env, "").encode() if settings.secret_env else b""
-
-
-def _host(url: str) -> str:
-    """What logs may say about a URL: its host, never a path or query that could hold a token."""
-    return urlsplit(url).hostname or "?"
 
 
 class WebhookSender:
@@ -172,21 +203,23 @@ class WebhookSender:
                         hint="set this environment variable to sign webhook deliveries")
         body = json.dumps({**job.to_api(), "event": event_name}, separators=(",", ":")).encode()
         deadline = (job.finished_at or self.clock()) + self.settings.max_elapsed_s
+        shown = redact_url(url)
         while True:
             at = self.clock()
-            status, error, seconds, retry_after = await self._attempt(url, body, event_name, job_id, attempt)
+            status, error, seconds, retry_after, final = await self._attempt(url, body, event_name, job_id,
+                                                                             attempt)
             await self.store.add_webhook_attempt(job_id, attempt, at, status, error, seconds)
             if status is not None and 200 <= status < 300:
-                log.info("webhook_delivered", job_id=job_id, host=_host(url), attempts=attempt, status=status)
+                log.info("webhook_delivered", job_id=job_id, url=shown, attempts=attempt, status=status)
                 await self.bus.emit("webhook.delivered", job_id, attempts=attempt, status=status)
                 return
             delay = self._delay(attempt, retry_after)
-            if self.clock() + delay > deadline:
-                log.warning("webhook_failed", job_id=job_id, host=_host(url), attempts=attempt,
+            if not worth_retrying(status, final) or self.clock() + delay > deadline:
+                log.warning("webhook_failed", job_id=job_id, url=shown, attempts=attempt,
                             status=status, error=error)
                 await self.bus.emit("webhook.failed", job_id, attempts=attempt, status=status, error=error)
                 return
-            log.info("webhook_retry", job_id=job_id, host=_host(url), attempt=attempt, status=status,
+            log.info("webhook_retry", job_id=job_id, url=shown, attempt=attempt, status=status,
                      error=error, delay_s=round(delay, 3))
             await self.sleep(delay)
             attempt += 1
@@ -198,9 +231,11 @@ class WebhookSender:
             delay = max(delay, min(retry_after, s.retry_max_s))
         return delay
 
-    async def _attempt(self, url: str, body: bytes, event_name: str, job_id: str,
-                       attempt: int) -> tuple[int | None, str | None, float, float | None]:
-        """One POST: (status or None, error or None, seconds taken, Retry-After seconds or None)."""
+    async def _attempt(self, url: str, body: bytes, event_name: str, job_id: str, attempt: int) -> Attempt:
+        """One POST: its status, or the kind of error that stopped it."""
+        refusal = literal_refusal(url, self.settings)  # literal addresses never reach the resolver
+        if refusal:
+            return Attempt(None, f"refused: {refusal}", 0.0, None, final=True)
         now = self.clock()
         headers = {"Content-Type": "application/json", "User-Agent": "stt-server-webhooks/1",
                    EVENT_HEADER: event_name, "X-STT-Job-Id": job_id, "X-STT-Attempt": str(attempt)}
@@ -214,19 +249,27 @@ class WebhookSender:
                                          allow_redirects=False) as response:
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"), now)
-            return status, None, round(time.perf_counter() - began, 4), retry_after
+            return Attempt(status, None, round(time.perf_counter() - began, 4), retry_after)
         except TimeoutError:
             error = f"timed out after {self.settings.timeout_s:g} s"
         except (aiohttp.ClientError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
-        return None, error, round(time.perf_counter() - began, 4), None
+            # The exception's text names the URL (credentials, query): only its class goes to the log.
+            log.info("webhook_error", job_id=job_id, url=redact_url(url), error_type=type(exc).__name__)
+            return Attempt(None, error_kind(exc), round(time.perf_counter() - began, 4), None,
+                           final=refused_address(exc))
+        return Attempt(None, error, round(time.perf_counter() - began, 4), None)
 
 
 @contextlib.asynccontextmanager
 async def open_webhook_sender(settings: WebhookSettings, store: Store, bus: EventBus,
-                              environ: Mapping[str, str]) -> AsyncIterator[WebhookSender]:
-    """An HTTP session and a sender listening on ``bus``; undelivered webhooks resume; closed in order."""
-    async with aiohttp.ClientSession() as session:
+                              environ: Mapping[str, str],
+                              resolver: Resolver = system_resolver) -> AsyncIterator[WebhookSender]:
+    """An HTTP session and a sender listening on ``bus``; undelivered webhooks resume; closed in order.
+
+    The session resolves names through :class:`GuardedResolver` (no DNS cache: each connection is
+    checked), never reads proxy settings from the environment, and sends no cookies back."""
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(settings, resolver), use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
         sender = WebhookSender(settings, store, bus, session, secret_from_env(settings, environ))
         bus.add_listener(sender.on_event)
         try:

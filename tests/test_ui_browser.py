@@ -60,6 +60,8 @@ async def page(chromium: None, base_url: str, tmp_path: Path) -> AsyncIterator[A
         page = context.pages[0] if context.pages else await context.new_page()
         page.set_default_timeout(20_000)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # The page's Content-Security-Policy must refuse nothing the page itself does.
+        page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
         yield page
     assert not errors, errors
 

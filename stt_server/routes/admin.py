@@ -7,11 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
-from ..limits import UPLOAD_GATE
+from ..cache_keys import job_cache_keys
+from ..errors import BadRequest, NotFound, UnsupportedMediaType
+from ..limits import STREAM_GATE, UPLOAD_GATE
 from ..looplag import LOOP_LAG
 from ..metrics import METRICS
-from ..cache_keys import job_cache_keys
 from ..services import SERVICES, Services
 
 routes = web.RouteTableDef()
@@ -20,6 +20,9 @@ SCOPES = ("key", "job_id", "engine", "model", "all")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    if request.can_read_body and request.content_type != "application/json":
+        # A cross-site form or text/plain POST needs no preflight; a JSON one does.
+        raise UnsupportedMediaType("send the body as application/json")
     try:
         body = await request.json() if request.can_read_body else {}
     except (ValueError, LookupError):  # bad JSON, bad UTF-8 (found by fuzzing), an unknown charset
@@ -85,4 +88,5 @@ async def admin_stats(request: web.Request) -> web.Response:
         "metrics": request.app[METRICS].summary() if METRICS in request.app else {},
         "event_loop": request.app[LOOP_LAG].summary() if LOOP_LAG in request.app else {},
         "uploads": request.app[UPLOAD_GATE].stats() if UPLOAD_GATE in request.app else {},
+        "event_streams": request.app[STREAM_GATE].stats() if STREAM_GATE in request.app else {},
     })

@@ -12,12 +12,14 @@ from ..auth import owned_job, owner_scope
 from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..events import TERMINAL_EVENTS, Event
 from ..formats import FORMATS, render
+from ..httpsec import content_disposition
 from ..intake import accept_upload, parse_options
 from ..job import Job, Status
-from ..limits import UPLOAD_GATE
 from ..cache_keys import job_cache_keys
+from ..limits import STREAM_GATE, UPLOAD_GATE
 from ..services import SERVICES, Services
 from ..transcript import Transcript
+from ..webhook_target import check_webhook_url
 from ..webhooks import webhook_view
 from .multipart import read_upload, requester
 
@@ -34,6 +36,8 @@ async def create_job(request: web.Request) -> web.Response:
         spooled, filename, fields = await read_upload(request, svc)
         try:
             options = replace(parse_options(fields), owner=owner)
+            if options.webhook_url:
+                await check_webhook_url(options.webhook_url, svc.settings.webhook)
         except BaseException:
             svc.spool.discard(spooled)
             raise
@@ -99,7 +103,7 @@ async def get_transcript(request: web.Request) -> web.Response:
     if request.query.get("download"):
         stem = job.filename.rsplit(".", 1)[0] or "transcript"
         ext = "json" if fmt.endswith("json") else ("txt" if fmt == "text" else fmt)
-        response.headers["Content-Disposition"] = f'attachment; filename="{stem}.{ext}"'
+        response.headers["Content-Disposition"] = content_disposition("attachment", f"{stem}.{ext}")
     return response
 
 
@@ -122,11 +126,16 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise BadRequest("Last-Event-ID must be an integer", param="Last-Event-ID") from None
     last_id = min(max(last_id, 0), MAX_SQL_INT)  # past the last possible id: nothing to replay
+    with request.app[STREAM_GATE].admit(requester(request)):
+        return await _stream(request, svc, job_id, last_id)
+
+
+async def _stream(request: web.Request, svc: Services, job_id: str, last_id: int) -> web.StreamResponse:
     live = svc.bus.subscribe(job_id)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
-    await response.prepare(request)
     try:
+        await response.prepare(request)
         replay = await svc.bus.history(job_id, last_id)
         for event in replay:
             await response.write(_sse(event))
@@ -147,7 +156,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             last_id = event.id
             if event.name in TERMINAL_EVENTS:
                 return response
-    except ConnectionResetError:
+    except OSError:  # the client went away, before the headers (in prepare) or after
         return response
     finally:
         svc.bus.unsubscribe(job_id, live)

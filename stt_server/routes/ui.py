@@ -26,6 +26,7 @@ from aiohttp import web
 
 from ..auth import owned_job
 from ..errors import NotFound, StartupError
+from ..httpsec import audio_content_type, content_disposition, page_csp
 from ..services import SERVICES
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -68,6 +69,7 @@ class StaticSite:
     assets: dict[str, Asset]  # by the name in the URL: fingerprinted and plain both
     fingerprinted: dict[str, str]  # plain name → fingerprinted URL
     first_load: tuple[str, ...]  # plain names of the modules index.html loads eagerly
+    csp: str  # the page's Content-Security-Policy
 
 
 def _digest(body: bytes) -> str:
@@ -143,8 +145,9 @@ def build_site(directory: Traversable) -> StaticSite:
     sources = {n: b.decode("utf-8", "replace") for n, b in files.items() if n.endswith(".js")}
     entry = re.search(r"""<script[^>]*type=["']module["'][^>]*src=["']/static/([\w.-]+\.js)["']""", html)
     first_load = module_closure(entry.group(1), sources) if entry else []
-    index = _asset("index.html", "/", _rewrite_index(html, urls, first_load).encode(), REVALIDATE)
-    return StaticSite(index, assets, urls, tuple(first_load))
+    page = _rewrite_index(html, urls, first_load)
+    index = _asset("index.html", "/", page.encode(), REVALIDATE)
+    return StaticSite(index, assets, urls, tuple(first_load), page_csp(page))
 
 
 def _accepts(request: web.Request, coding: str) -> bool:
@@ -160,11 +163,10 @@ def _accepts(request: web.Request, coding: str) -> bool:
     return False
 
 
-def _send(request: web.Request, asset: Asset) -> web.Response:
+def _send(request: web.Request, asset: Asset, extra: dict[str, str] | None = None) -> web.Response:
     use_gzip = asset.gzipped is not None and _accepts(request, "gzip")
     etag = f'"{asset.etag}{"-gz" if use_gzip else ""}"'
-    headers = {"Cache-Control": asset.cache_control, "ETag": etag, "Vary": "Accept-Encoding",
-               "X-Content-Type-Options": "nosniff"}
+    headers = {"Cache-Control": asset.cache_control, "ETag": etag, "Vary": "Accept-Encoding", **(extra or {})}
     offered = {t.strip().removeprefix("W/") for t in request.headers.get("If-None-Match", "").split(",")}
     if offered & {f'"{asset.etag}"', f'"{asset.etag}-gz"', "*"}:  # either encoding: same content
         return web.Response(status=304, headers=headers)
@@ -180,7 +182,8 @@ SITE: web.AppKey[StaticSite] = web.AppKey("ui_site", StaticSite)
 
 
 async def index(request: web.Request) -> web.Response:
-    return _send(request, request.app[SITE].index)
+    site = request.app[SITE]
+    return _send(request, site.index, {"Content-Security-Policy": site.csp})
 
 
 async def static_file(request: web.Request) -> web.Response:
@@ -191,18 +194,19 @@ async def static_file(request: web.Request) -> web.Response:
 
 
 async def job_audio(request: web.Request) -> web.StreamResponse:
-    """The job's uploaded audio, as stored in the spool; Range requests get 206 (seeking in <audio>)."""
+    """The job's uploaded audio, as stored in the spool; Range requests get 206 (seeking in <audio>).
+
+    Its type is the probed container's (never guessed from the uploaded name, which the uploader
+    chose), and the security headers sandbox it if it is opened as a page."""
     svc = request.app[SERVICES]
     job_id = request.match_info["id"]
     job = await owned_job(request, svc, job_id)
     path = svc.spool.path_for(job.sha256)
     if not path.is_file():
         raise NotFound(f"the audio of job {job_id} is no longer stored", param="id", code="audio_missing")
-    content_type = mimetypes.guess_type(job.filename)[0] or "application/octet-stream"
-    safe_name = re.sub(r'[^\w. -]', "_", job.filename) or "audio"
     return web.FileResponse(path, headers={
-        "Content-Type": content_type,
-        "Content-Disposition": f'inline; filename="{safe_name}"',
+        "Content-Type": audio_content_type(job.container),
+        "Content-Disposition": content_disposition("inline", job.filename),
         "Cache-Control": "private, max-age=300",
     })
 
