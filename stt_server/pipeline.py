@@ -23,6 +23,7 @@ from .backoff import backoff_delay
 from .cache import CacheManager
 from .cache_keys import CacheKey, chunk_key, file_key
 from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes
+from .deltas import emit_chunk_delta, emit_whole_delta
 from .engines.base import ChunkRequest, Engine
 from .errors import EngineError, STTError
 from .events import EventBus
@@ -51,7 +52,8 @@ class Outcome:
 
 def _version(job: Job) -> str:
     """The pipeline version plus the decoding options that change a result."""
-    options = f"t{job.temperature:g}" + ("+words" if job.word_timestamps else "")
+    options = f"t{job.temperature:g}" + ("+words" if job.word_timestamps else "") + (
+        f"+{job.task}" if job.task != "transcribe" else "")
     return f"{PIPELINE_VERSION}/{options}"
 
 
@@ -128,11 +130,12 @@ class Pipeline:
         hit = await self.cache.get(key) if self.cache else None
         if hit is not None:
             await self.bus.emit("job.cache_hit", job.id, key=key.value)
+            await emit_whole_delta(self.bus, job.id, Transcript.from_dict(hit))
             return Outcome(Transcript.from_dict(hit), cached=True)
         run = _Run(job, engine, self.spool_dir / job.sha256, {}, 0)
         await self._transcribe_all(run, await self._chunks_to_do(run))
         merged = merge_transcripts([(c, run.done[c.index]) for c in run.chunks], job.duration_s,
-                                   language=job.language or "en")
+                                   language=job.language)
         if self.cache:
             await self.cache.set(key, merged.to_dict())
         return Outcome(merged, cached=False)
@@ -214,6 +217,7 @@ class Pipeline:
                 result, key = await self._transcribe_chunk(run, chunk)
             run.done[chunk.index] = result
             finished = await self.store.save_chunk_result(run.job.id, chunk.index, result.to_dict(), key)
+            await emit_chunk_delta(self.bus, run.job.id, run.done, chunk.index)
             await self.bus.emit("chunk.completed", run.job.id, index=chunk.index, chunks_done=finished,
                                 chunks_total=run.total)
         finally:
@@ -233,7 +237,7 @@ class Pipeline:
             return Transcript.from_dict(hit), key.value
         request = ChunkRequest(samples=samples, language=job.language, prompt=job.prompt,
                                temperature=job.temperature, word_timestamps=job.word_timestamps,
-                               job_id=job.id, chunk_index=chunk.index)
+                               job_id=job.id, chunk_index=chunk.index, task=job.task)
         async with run.engine_slots:
             result = await self._with_retries(job, engine, chunk, request)
         if self.cache:

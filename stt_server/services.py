@@ -37,7 +37,7 @@ EngineFactory = Callable[[Settings, OnEvent], Mapping[str, Engine]]
 def default_engines(settings: Settings, on_event: OnEvent | None = None,
                     environ: Mapping[str, str] | None = None) -> dict[str, Engine]:
     """The embedded engine, plus one OpenAIEngine per ``engine`` name of the ``[[upstreams]]``."""
-    engines: dict[str, Engine] = {"local": LocalEngine(settings.local)}
+    engines: dict[str, Engine] = {"local": LocalEngine(settings.local, settings.data_path)}
     groups: dict[str, list[UpstreamSettings]] = {}
     for upstream in settings.upstreams:
         groups.setdefault(upstream.engine, []).append(upstream)

@@ -68,9 +68,24 @@ class CacheSettings:
     warm_entries: int = 512
 
 
+DEFAULT_ENGINE = "default"  # an alias's engine meaning "[engine] default"
+OPENAI_ALIASES = (("whisper-1", DEFAULT_ENGINE), ("gpt-4o-transcribe", DEFAULT_ENGINE),
+                  ("gpt-4o-mini-transcribe", DEFAULT_ENGINE))
+
+
 @dataclass(frozen=True)
 class OpenAISettings:
     priority: str = "high"
+    # OpenAI model name -> engine (a table in config.toml, "name=engine,..." in the environment).
+    aliases: tuple[tuple[str, str], ...] = OPENAI_ALIASES
+
+    def __post_init__(self) -> None:
+        pairs = self.aliases
+        if isinstance(pairs, str):
+            pairs = dict(item.split("=", 1) for item in pairs.split(",") if "=" in item)  # type: ignore[assignment]
+        if isinstance(pairs, Mapping):
+            pairs = tuple((str(k).strip(), str(v).strip()) for k, v in pairs.items())  # type: ignore[assignment]
+        object.__setattr__(self, "aliases", tuple(pairs))
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ async def test_verbose_json_with_words(sdk: openai.AsyncOpenAI, corpus: Path) ->
         result = await sdk.audio.transcriptions.create(
             model="whisper-1", file=fh, response_format="verbose_json", language="en",
             timestamp_granularities=["word", "segment"])
-    assert result.language == "en" and abs(result.duration - 11.0) < 0.1
+    assert result.language == "english" and abs(result.duration - 11.0) < 0.1
     assert result.segments and result.segments[0].start >= 0
     for field in ("id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
                   "compression_ratio", "no_speech_prob"):

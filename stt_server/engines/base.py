@@ -30,6 +30,7 @@ class ChunkRequest:
     word_timestamps: bool = False
     job_id: str | None = None
     chunk_index: int | None = None
+    task: str = "transcribe"  # or "translate": the speech in English
 
 
 @runtime_checkable
