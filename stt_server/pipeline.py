@@ -24,6 +24,7 @@ from .cache import CacheManager
 from .cache_keys import CacheKey, chunk_key, file_key
 from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes
 from .deltas import emit_chunk_delta, emit_whole_delta
+from .detection import with_detected_language
 from .engines.base import ChunkRequest, Engine
 from .errors import EngineError, STTError
 from .events import EventBus
@@ -132,6 +133,7 @@ class Pipeline:
             await self.bus.emit("job.cache_hit", job.id, key=key.value)
             await emit_whole_delta(self.bus, job.id, Transcript.from_dict(hit))
             return Outcome(Transcript.from_dict(hit), cached=True)
+        job = await with_detected_language(job, engine, self.spool_dir / job.sha256, self.settings.ffmpeg_timeout_s)
         run = _Run(job, engine, self.spool_dir / job.sha256, {}, 0)
         await self._transcribe_all(run, await self._chunks_to_do(run))
         merged = merge_transcripts([(c, run.done[c.index]) for c in run.chunks], job.duration_s,

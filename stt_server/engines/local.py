@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 from .. import multilingual
@@ -102,6 +103,14 @@ class LocalEngine:
                 self._calls += 1
                 self._seconds += time.perf_counter() - began
                 self._audio_s += len(request.samples) / 16000
+
+    async def detect_language(self, samples: np.ndarray) -> str:
+        """The language spoken in ``samples`` (Whisper's detection on up to 30 s)."""
+        if self._model is None:
+            raise EngineError("the local model is not loaded")
+        async with self._slots:
+            language, _, _ = await asyncio.to_thread(self._model.detect_language, samples)
+        return str(language)
 
     def _run(self, request: ChunkRequest) -> Transcript:
         language = request.language
