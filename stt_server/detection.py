@@ -30,15 +30,22 @@ class LanguageDetector(Protocol):
 
     model: str
 
-    async def detect_language(self, samples: np.ndarray) -> str:
-        """The ISO 639-1 code of the language spoken in ``samples`` (16 kHz mono float32)."""
+    async def detect_language(self, samples: np.ndarray) -> str | None:
+        """The ISO 639-1 code of the language spoken in ``samples`` (16 kHz mono float32), or None
+        when the loaded model cannot tell (an English-only one)."""
 
 
 async def with_detected_language(job: Job, engine: object, path: Path, timeout_s: float) -> Job:
     """``job`` with the language of its first 30 s when it names none and ``engine`` can detect it."""
     if job.language or not isinstance(engine, LanguageDetector) or english_only(engine.model):
         return job
-    samples = await asyncio.to_thread(extract_pcm, path, 0.0, min(DETECT_SECONDS, job.duration_s), timeout_s)
-    language = await engine.detect_language(samples)
+    try:
+        samples = await asyncio.to_thread(extract_pcm, path, 0.0, min(DETECT_SECONDS, job.duration_s), timeout_s)
+        language = await engine.detect_language(samples)
+    except Exception as exc:  # noqa: BLE001 - without it each chunk detects its own, as before
+        log.warning("language_detection_failed", error=str(exc))
+        return job
+    if language is None:
+        return job
     log.info("language_detected", language=language)
     return job.evolve(language=language)

@@ -104,10 +104,13 @@ class LocalEngine:
                 self._seconds += time.perf_counter() - began
                 self._audio_s += len(request.samples) / 16000
 
-    async def detect_language(self, samples: np.ndarray) -> str:
-        """The language spoken in ``samples`` (Whisper's detection on up to 30 s)."""
+    async def detect_language(self, samples: np.ndarray) -> str | None:
+        """The language spoken in ``samples`` (Whisper's detection on up to 30 s); None for an
+        English-only model (whatever its name or path)."""
         if self._model is None:
             raise EngineError("the local model is not loaded")
+        if not self._model.model.is_multilingual:
+            return None
         async with self._slots:
             language, _, _ = await asyncio.to_thread(self._model.detect_language, samples)
         return str(language)
