@@ -133,7 +133,8 @@ class Pipeline:
             await self.bus.emit("job.cache_hit", job.id, key=key.value)
             await emit_whole_delta(self.bus, job.id, Transcript.from_dict(hit))
             return Outcome(Transcript.from_dict(hit), cached=True)
-        job = await with_detected_language(job, engine, self.spool_dir / job.sha256, self.settings.ffmpeg_timeout_s)
+        job = await with_detected_language(job, engine, self.spool_dir / job.sha256,
+                                           self.settings.ffmpeg_timeout_s)
         run = _Run(job, engine, self.spool_dir / job.sha256, {}, 0)
         await self._transcribe_all(run, await self._chunks_to_do(run))
         merged = merge_transcripts([(c, run.done[c.index]) for c in run.chunks], job.duration_s,
