@@ -90,7 +90,9 @@ function render(job) {
   const pct = percent(job);
   const status = job.status;
   li.dataset.status = status;
-  const key = JSON.stringify([status, pct, metaLine(job), job.cached, job.error, job.filename]);
+  // The text so far while it runs (transcript.delta events), its last few lines only.
+  const partial = status === "running" && job.partial ? job.partial.slice(-280) : "";
+  const key = JSON.stringify([status, pct, metaLine(job), job.cached, job.error, job.filename, partial]);
   if (li.dataset.key === key) return li;
   const focused = li.contains(document.activeElement) ? document.activeElement.dataset.action : null;
   li.dataset.key = key;
@@ -104,6 +106,7 @@ function render(job) {
         job.cached ? h("span", { class: "badge cached", title: "Served from the cache: no engine call" }, "cached") : null),
       h("div", { class: "meta" }, metaLine(job)),
       job.error ? h("div", { class: "err" }, job.error) : null,
+      partial ? h("p", { class: "partial", "aria-live": "polite" }, partial) : null,
       h("div", { class: "progress" },
         h("div", { class: "bar", role: "progressbar", "aria-label": `Progress of ${job.filename}`,
           "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": pct },
@@ -155,6 +158,7 @@ const HANDLERS = {
   "chunk.planned": (id, d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: 0 } }),
   "job.resumed": (id, d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: d.chunks_done } }),
   "chunk.completed": (id, d) => patch(id, { progress: { chunks_total: d.chunks_total, chunks_done: d.chunks_done } }),
+  "transcript.delta": (id, d) => patch(id, { partial: (jobs.get(id)?.partial || "") + (d.text || "") }),
   "job.completed": (id, d) => { patch(id, { status: "completed", cached: !!d.cached }); done(id, true); },
   "job.failed": (id, d) => { patch(id, { status: "failed", error: d.error || "failed" }); done(id, true); },
   "job.cancelled": (id) => { patch(id, { status: "cancelled" }); done(id, false); },

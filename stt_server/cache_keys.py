@@ -103,8 +103,9 @@ def chunk_key(pcm_sha256: str, **parts: Any) -> CacheKey:
 
 
 def _job_version(job: Job) -> str:
-    """The pipeline version plus the decoding options that change a result."""
-    options = f"t{job.temperature:g}" + ("+words" if job.word_timestamps else "")
+    """The pipeline version plus the decoding options and the task that change a result."""
+    options = f"t{job.temperature:g}" + ("+words" if job.word_timestamps else "") + (
+        f"+{job.task}" if job.task != "transcribe" else "")
     return f"{PIPELINE_VERSION}/{options}"
 
 

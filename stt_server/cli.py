@@ -18,6 +18,7 @@ from .descriptors import raise_nofile_limit
 from .errors import StartupError, STTError
 from .formats import FORMATS, render
 from .intake import JobOptions, accept_upload, wait_finished
+from .languages import parse_language
 from .logs import configure_logging
 from .memory import tune_malloc
 from .services import Services, open_services
@@ -109,10 +110,11 @@ async def _transcribe(args: argparse.Namespace) -> int:
     if not source.is_file():
         print(f"error: no such file: {source}", file=sys.stderr)
         return 2
+    language = parse_language(args.language)  # a name or a code; an unknown one before any work
     async with open_services(settings) as svc:
         spooled = await svc.spool.receive_path(source, settings.server.max_upload_bytes)
         job = await accept_upload(svc, spooled, source.name,
-                                  JobOptions(language=args.language, prompt=args.prompt, priority="high"))
+                                  JobOptions(language=language, prompt=args.prompt, priority="high"))
         progress = progress_bar()
         follower = asyncio.create_task(_follow(svc, job.id, progress))
         job = await wait_finished(svc, job.id)

@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import structlog
 
@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 OnEvent = Callable[[str, dict[str, Any]], None]
 # What a runner tells the chunk it works for: ("chunk.started" | "chunk.retried", data).
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
+T = TypeVar("T")
 CIRCUIT_EVENTS = {"opened": "upstream.circuit_opened", "closed": "upstream.circuit_closed"}
 
 
@@ -130,6 +131,14 @@ class Runner:
             if notify is not None:
                 await notify("chunk.retried", {"attempt": attempt, "error": result.message})
             await asyncio.sleep(delay)
+
+    async def within_limits(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run one other piece of engine work (a language detection) in one of the engine's slots."""
+        target = await self._acquire(None)
+        try:
+            return await work()
+        finally:
+            await self._release(target)
 
     async def _acquire(self, last: _TargetState | None) -> _TargetState:
         """Wait for a target with a free slot; fail at once when every circuit is open."""

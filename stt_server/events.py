@@ -18,7 +18,7 @@ EVENT_NAMES = (
     "job.created", "job.queued", "job.started", "job.cache_hit", "job.resumed",
     "job.completed", "job.failed", "job.cancelled", "job.deleted", "job.requeued",
     "chunk.planned", "chunk.started", "chunk.completed", "chunk.cache_hit", "chunk.skipped_silent",
-    "chunk.retried", "chunk.failed",
+    "chunk.retried", "chunk.failed", "transcript.delta",
     "cache.invalidated", "upstream.circuit_opened", "upstream.circuit_closed",
     "engine.ready", "engine.failed", "server.started", "server.stopping",
     "webhook.delivered", "webhook.failed", "job.audio_expired", "job.transcript_expired",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Iterator
 
 from stt_server.errors import BadRequest
-from stt_server.transcript import Segment, Transcript
+from stt_server.languages import language_name
+from stt_server.transcript import Segment, Transcript, ms
 
 FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 
@@ -23,7 +25,7 @@ def format_timestamp(seconds: float, sep: str) -> str:
 def render(transcript: Transcript, fmt: str, *, task: str = "transcribe", words: bool = False) -> tuple[str, str]:
     """``(body, content_type)`` of ``transcript`` in response format ``fmt`` (one of :data:`FORMATS`)."""
     if fmt == "json":
-        return _dumps({"text": transcript.text}), JSON_TYPE
+        return _dumps({"text": transcript.text, "usage": usage(transcript.duration)}), JSON_TYPE
     if fmt == "verbose_json":
         return _dumps(_verbose(transcript, task, words)), JSON_TYPE
     if fmt == "text":
@@ -36,24 +38,30 @@ def render(transcript: Transcript, fmt: str, *, task: str = "transcribe", words:
                      param="response_format")
 
 
+def usage(duration: float) -> dict[str, Any]:
+    """OpenAI's usage for models billed by audio duration: whole seconds, rounded up."""
+    return {"type": "duration", "seconds": math.ceil(round(duration, 3))}
+
+
 def _dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
 def _verbose(transcript: Transcript, task: str, words: bool) -> dict[str, Any]:
-    """OpenAI's ``verbose_json`` shape."""
+    """OpenAI's ``verbose_json`` shape: the language by its English name (a translation's is English)."""
     data: dict[str, Any] = {
         "task": task,
-        "language": transcript.language,
-        "duration": transcript.duration,
+        "language": language_name("en" if task == "translate" else transcript.language),
+        "duration": ms(transcript.duration),
         "text": transcript.text,
         "segments": [_segment_dict(i, seg) for i, seg in enumerate(transcript.segments)],
     }
     if words:
         data["words"] = [
-            {"word": w.word.strip(), "start": w.start, "end": w.end}
+            {"word": w.word.strip(), "start": ms(w.start), "end": ms(w.end)}
             for seg in transcript.segments for w in seg.words
         ]
+    data["usage"] = usage(transcript.duration)
     return data
 
 
@@ -61,8 +69,8 @@ def _segment_dict(index: int, seg: Segment) -> dict[str, Any]:
     return {
         "id": index,
         "seek": int(seg.start * 100),  # Whisper's seek is in 10 ms mel frames
-        "start": seg.start,
-        "end": seg.end,
+        "start": ms(seg.start),
+        "end": ms(seg.end),
         "text": seg.text,
         "tokens": list(seg.tokens),
         "temperature": seg.temperature,

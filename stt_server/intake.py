@@ -10,6 +10,7 @@ from .errors import BadRequest, InvalidAudio, PayloadTooLarge, TooManyRequests, 
 from .events import TERMINAL_EVENTS
 from .job import Job, Status, new_job_id, parse_priority
 from .engines.base import Engine
+from .languages import check_capable, english_only, parse_language
 from .media import AudioInfo, probe
 from .services import Services
 from .spool import SpooledFile
@@ -28,6 +29,7 @@ class JobOptions:
     owner: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    task: str = "transcribe"  # or "translate" (to English)
 
 
 def parse_options(fields: dict[str, str], *, default_priority: str = "normal") -> JobOptions:
@@ -35,10 +37,7 @@ def parse_options(fields: dict[str, str], *, default_priority: str = "normal") -
     for name, value in fields.items():
         if len(value) > MAX_FIELD_CHARS:
             raise BadRequest(f"field {name!r} is too long", param=name)
-    language = (fields.get("language") or "").strip().lower() or None
-    if language is not None and not (2 <= len(language) <= 8 and language.replace("-", "").isalpha()):
-        raise BadRequest(f"invalid language {language!r}; use an ISO-639-1 code such as 'en'",
-                         param="language")
+    language = parse_language(fields.get("language"))
     webhook = (fields.get("webhook_url") or "").strip() or None
     refusal = url_refusal(webhook) if webhook is not None else None
     if refusal:
@@ -58,6 +57,8 @@ async def accept_upload(svc: Services, spooled: SpooledFile, filename: str, opti
         if not svc.accepting:
             raise Unavailable("the server is shutting down", headers={"Retry-After": "5"})
         engine = svc.engine_for(options.engine)
+        check_capable(engine.model, engine.name, options.language, options.task,
+                      [name for name, e in svc.engines.items() if not english_only(e.model)])
         if len(svc.queue) >= svc.queue.max_queued:
             raise TooManyRequests("the queue is full; try again later", headers={"Retry-After": "30"})
         info = await asyncio.to_thread(probe, spooled.temp_path)
@@ -87,7 +88,7 @@ async def _record(svc: Services, spooled: SpooledFile, filename: str, options: J
         duration_s=info.duration_s, engine=engine.name, model=engine.model, created_at=time.time(),
         language=options.language, prompt=options.prompt, webhook_url=options.webhook_url,
         owner=options.owner, temperature=options.temperature, word_timestamps=options.word_timestamps,
-        container=info.format_name,
+        container=info.format_name, task=options.task,
     )
     await svc.store.insert_job(job)
     await svc.bus.emit("job.created", job.id, filename=job.filename, size_bytes=job.size_bytes,

@@ -57,6 +57,7 @@ class Job:
     owner: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    task: str = "transcribe"
     chunks_total: int = 0
     chunks_done: int = 0
     cached: bool = False
@@ -83,6 +84,7 @@ class Job:
             "engine": self.engine,
             "model": self.model,
             "language": self.language,
+            "task": self.task,
             "progress": {"chunks_total": self.chunks_total, "chunks_done": self.chunks_done},
             "cached": self.cached,
             "created_at": self.created_at,

@@ -21,20 +21,31 @@ def normalise_word(word: str) -> str:
     return "".join(ch for ch in word.lower() if ch.isalnum())
 
 
-def merge_transcripts(parts: Sequence[tuple[Chunk, Transcript]], duration_s: float, language: str = "en") -> Transcript:
+def merge_transcripts(parts: Sequence[tuple[Chunk, Transcript]], duration_s: float,
+                      language: str | None = None) -> Transcript:
     """One transcript from per-chunk transcripts whose times are relative to their chunk.
 
     Parts are taken in chunk-index order; every time is offset by its chunk's start and
     clamped into the chunk, segment starts never go backwards and ends never precede
     starts, empty segments are dropped, and words repeated across a seam (both sides
-    transcribed a word the boundary cut) are kept once.
+    transcribed a word the boundary cut) are kept once. The language is the one asked for, else
+    the one the engine detected in most of the speech.
     """
     merged: list[Segment] = []
     for chunk, transcript in sorted(parts, key=lambda part: part[0].index):
         floor = merged[-1].start if merged else chunk.start
         placed = _place(chunk, transcript.segments, floor)
         merged.extend(_trim_seam(merged, placed))
-    return Transcript(segments=tuple(merged), language=language, duration=duration_s)
+    return Transcript(segments=tuple(merged), language=language or spoken_language(parts), duration=duration_s)
+
+
+def spoken_language(parts: Sequence[tuple[Chunk, Transcript]], fallback: str = "en") -> str:
+    """The language the engine gave most of the audio that has text; ``fallback`` when nothing was said."""
+    seconds: dict[str, float] = {}
+    for chunk, transcript in parts:
+        if transcript.text.strip() and transcript.language:
+            seconds[transcript.language] = seconds.get(transcript.language, 0.0) + chunk.duration
+    return max(seconds, key=lambda lang: seconds[lang]) if seconds else fallback
 
 
 def _place(chunk: Chunk, segments: Sequence[Segment], floor: float) -> list[Segment]:

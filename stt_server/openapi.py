@@ -53,6 +53,7 @@ SCHEMAS: dict[str, Schema] = {
                 id=STR, object=STR, status={"type": "string", "enum": [s.value for s in Status]},
                 priority={"type": "string", "enum": list(PRIORITIES)}, filename=STR, size_bytes=INT,
                 sha256=STR, duration_s=NUM, engine=STR, model=STR, language=STR,
+                task={"type": "string", "enum": ["transcribe", "translate"]},
                 progress=_obj("chunks_total chunks_done", chunks_total=INT, chunks_done=INT),
                 cached=BOOL, created_at=NUM, started_at=NUM, finished_at=NUM, error=STR,
                 queue_position=INT, webhook=ANY_OBJECT),
@@ -74,10 +75,18 @@ SCHEMAS: dict[str, Schema] = {
     "TranscriptionRequest": _obj(
         "file model", file={"type": "string", "format": "binary"}, model=STR, language=STR, prompt=STR,
         response_format={"type": "string", "enum": list(FORMATS)},
+        temperature={"type": "number", "minimum": 0, "maximum": 1}, stream=BOOL,
+        chunking_strategy={"type": "string", "description": '"auto" or a server_vad object as JSON'}),
+    "TranslationRequest": _obj(
+        "file model", file={"type": "string", "format": "binary"}, model=STR, prompt=STR,
+        language={"type": "string", "description": "The spoken language, if known (detected otherwise)"},
+        response_format={"type": "string", "enum": list(FORMATS)},
         temperature={"type": "number", "minimum": 0, "maximum": 1}),
 }
-SCHEMAS["TranscriptionRequest"]["properties"]["timestamp_granularities[]"] = {  # not a Python name
-    "type": "array", "items": {"type": "string", "enum": ["segment", "word"]}}
+SCHEMAS["TranscriptionRequest"]["properties"].update({  # not Python names
+    "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]}},
+    "include[]": {"type": "array", "items": {"type": "string", "enum": ["logprobs"]},
+                  "description": "Refused with a 400: no engine here gives per-token log probabilities"}})
 
 
 def _param(name: str, where: str, schema: Schema, description: str, required: bool = False) -> Schema:
@@ -156,8 +165,12 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/v1/me": {"get": _op("The calling key's id and role, and whether the server requires keys",
                           (200, "Who is asking", _json("Me")))},
     "/v1/audio/transcriptions": {"post": _op(
-        "OpenAI-compatible synchronous transcription", (200, "The transcript", TRANSCRIPT_TYPES),
+        "OpenAI-compatible transcription: synchronous, or Server-Sent Events with stream=true",
+        (200, "The transcript", {**TRANSCRIPT_TYPES, "text/event-stream": {"schema": STR}}),
         "400 403 404 408 413 429 502 503 507", body=_ref("TranscriptionRequest"))},
+    "/v1/audio/translations": {"post": _op(
+        "OpenAI-compatible translation into English, synchronous", (200, "The English transcript", TRANSCRIPT_TYPES),
+        "400 403 404 408 413 429 502 503 507", body=_ref("TranslationRequest"))},
     "/v1/models": {"get": _op("The models this server offers", (200, "Models", _json("ModelList")))},
     "/v1/models/{id}": {"get": _op("One model", (200, "The model", _json("Model")), "404",
                                    params=(_param("id", "path", STR, "Model id or engine name"),))},

@@ -19,6 +19,8 @@ import structlog
 from .cache import CacheManager
 from .cache_keys import job_chunk_key, job_file_key
 from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes
+from .deltas import emit_chunk_delta, emit_whole_delta
+from .detection import with_detected_language
 from .dispatch import Dispatch
 from .engines.base import ChunkRequest, Engine
 from .errors import EngineError, STTError
@@ -97,11 +99,14 @@ class Pipeline:
         hit = await self.cache.get(key) if self.cache else None
         if hit is not None:
             await self.bus.emit("job.cache_hit", job.id, key=key.value)
+            await emit_whole_delta(self.bus, job.id, Transcript.from_dict(hit))
             return Outcome(Transcript.from_dict(hit), cached=True)
+        job = await with_detected_language(job, engine, self.spool_dir / job.sha256,
+                                           self.settings.ffmpeg_timeout_s, self.dispatch[engine.name])
         run = _Run(job, engine, self.spool_dir / job.sha256, {}, 0)
         await self._transcribe_all(run, await self._chunks_to_do(run))
         merged = merge_transcripts([(c, run.done[c.index]) for c in run.chunks], job.duration_s,
-                                   language=job.language or "en")
+                                   language=job.language)
         if self.cache:
             await self.cache.set(key, merged.to_dict())
         return Outcome(merged, cached=False)
@@ -183,6 +188,7 @@ class Pipeline:
                 result, key = await self._transcribe_chunk(run, chunk)
             run.done[chunk.index] = result
             finished = await self.store.save_chunk_result(run.job.id, chunk.index, result.to_dict(), key)
+            await emit_chunk_delta(self.bus, run.job.id, run.done, chunk.index)
             await self.bus.emit("chunk.completed", run.job.id, index=chunk.index, chunks_done=finished,
                                 chunks_total=run.total)
         finally:
@@ -201,7 +207,7 @@ class Pipeline:
             return Transcript.from_dict(hit), key.value
         request = ChunkRequest(samples=samples, language=job.language, prompt=job.prompt,
                                temperature=job.temperature, word_timestamps=job.word_timestamps,
-                               job_id=job.id, chunk_index=chunk.index)
+                               job_id=job.id, chunk_index=chunk.index, task=job.task)
         del samples  # the request holds them now; nothing else should keep them past the call
 
         async def notify(name: str, data: dict[str, Any]) -> None:

@@ -40,7 +40,8 @@ EngineFactory = Callable[[Settings], Mapping[str, Engine]]
 def default_engines(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Engine]:
     """The embedded engine (unless ``[local] enabled`` is false: then its model is never loaded),
     plus one OpenAIEngine per ``engine`` name of the ``[[upstreams]]``."""
-    engines: dict[str, Engine] = {"local": LocalEngine(settings.local)} if settings.local.enabled else {}
+    engines: dict[str, Engine] = ({"local": LocalEngine(settings.local, settings.data_path)}
+                                  if settings.local.enabled else {})
     groups: dict[str, list[UpstreamSettings]] = {}
     for upstream in settings.upstreams:
         groups.setdefault(upstream.engine, []).append(upstream)

@@ -142,10 +142,28 @@ class CacheSettings:
     warm_entries: int = setting(512, "Entries copied from L3 into L1 at start-up.", ge=0)
 
 
+DEFAULT_ENGINE = "default"  # an alias's engine meaning "[engine] default"
+OPENAI_ALIASES = (("whisper-1", DEFAULT_ENGINE), ("gpt-4o-transcribe", DEFAULT_ENGINE),
+                  ("gpt-4o-mini-transcribe", DEFAULT_ENGINE))
+
+
 @dataclass(frozen=True)
 class OpenAISettings:
     priority: str = setting("high", "Queue priority of requests to the synchronous OpenAI-compatible route.",
                             choices=PRIORITIES)
+    aliases: tuple[tuple[str, str], ...] = setting(
+        OPENAI_ALIASES, "OpenAI model names clients send, and the engine each one means: \"default\" is "
+        "[engine] default, or name an engine (\"local\", or an [[upstreams]] engine). Engine names and their "
+        "models' own names (GET /v1/models) work too. gpt-4o-transcribe-diarize is refused: no diarization "
+        "here. STT_OPENAI_ALIASES=\"whisper-1=local,gpt-4o-transcribe=openai\" overrides the table.")
+
+    def __post_init__(self) -> None:
+        pairs: Any = self.aliases
+        if isinstance(pairs, str):  # the environment's form: name=engine,name=engine
+            pairs = dict(item.split("=", 1) for item in pairs.split(",") if "=" in item)
+        if isinstance(pairs, Mapping):
+            pairs = tuple((str(k).strip(), str(v).strip()) for k, v in pairs.items())
+        object.__setattr__(self, "aliases", tuple(tuple(pair) for pair in pairs))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import textwrap
 import types
 import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .errors import StartupError
 
@@ -62,9 +62,16 @@ def _members(hint: Any) -> tuple[Any, ...]:
     return (hint,)
 
 
+def _is_pairs(hint: Any) -> bool:
+    """``tuple[tuple[str, str], ...]``: written in config.toml as a sub-table of names to strings."""
+    return typing.get_origin(hint) is tuple and typing.get_args(hint)[0] == tuple[str, str]
+
+
 def _name(hint: Any) -> str:
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
              type(None): "nothing"}
+    if _is_pairs(hint):
+        return "a table of names to strings"
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
         return f"a list of {_name(item).removeprefix('a ').removeprefix('an ')}s" if item in (str, int, float) \
@@ -98,6 +105,10 @@ def _convert(value: Any, hint: Any) -> Any:
                 return float(value)
         if member is str and isinstance(value, str):
             return value
+        if _is_pairs(member) and isinstance(value, Mapping):  # a sub-table: name = "value" rows
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ValueError
+            return tuple(value.items())
         if typing.get_origin(member) is tuple and isinstance(value, (list, tuple)):
             item = typing.get_args(member)[0]
             if item in (str, int, float, bool):
@@ -199,12 +210,26 @@ def comment_lines(text: str, prefix: str = "# ") -> list[str]:
 
 
 def render_section(name: str, cls: type) -> list[str]:
-    """``[name]`` and every setting of ``cls`` at its default, each under its comment."""
-    lines = [f"[{name}]"]
+    """``[name]`` and every setting of ``cls`` at its default, each under its comment; a table of
+    names follows as its own ``[name.setting]`` sub-table."""
+    lines, tables = [f"[{name}]"], []
+    kinds = hints(cls)
     for f in fields(cls):
+        if _is_pairs(kinds[f.name]):
+            tables.append(f)
+            continue
         lines += comment_lines(spec_of(f).comment)
         lines.append(f"{f.name} = {_toml(f.default)}")
+    for f in tables:
+        rows: tuple[tuple[str, str], ...] = f.default  # type: ignore[assignment]
+        lines += ["", f"[{name}.{f.name}]", *comment_lines(spec_of(f).comment)]
+        lines += [f"{_key(key)} = {_toml(value)}" for key, value in rows]
     return lines
+
+
+def _key(name: str) -> str:
+    """A TOML key: bare when it can be, quoted otherwise."""
+    return name if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name) else json.dumps(name)
 
 
 def render_example(name: str, cls: type) -> list[str]:

@@ -93,12 +93,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN container TEXT;
     """,
+    # 6: the task a job runs: "transcribe", or "translate" (to English)
+    """
+    ALTER TABLE jobs ADD COLUMN task TEXT NOT NULL DEFAULT 'transcribe';
+    """,
 )
 
 _JOB_COLUMNS = (
     "id", "status", "priority", "filename", "size_bytes", "sha256", "duration_s", "engine", "model",
-    "language", "prompt", "webhook_url", "owner", "temperature", "word_timestamps", "chunks_total", "chunks_done", "cached",
-    "created_at", "started_at", "finished_at", "error", "container",
+    "language", "prompt", "webhook_url", "owner", "temperature", "word_timestamps", "task", "chunks_total",
+    "chunks_done", "cached", "created_at", "started_at", "finished_at", "error", "container",
 )
 
 

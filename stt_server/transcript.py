@@ -6,6 +6,11 @@ from dataclasses import dataclass, field, asdict
 from typing import Any
 
 
+def ms(seconds: float) -> float:
+    """Seconds rounded to the millisecond: what every serialised time carries (no float noise)."""
+    return round(float(seconds), 3)
+
+
 @dataclass(frozen=True)
 class Word:
     """One word with its times in seconds."""
@@ -62,8 +67,13 @@ class Transcript:
             object.__setattr__(self, "text", " ".join(s.text.strip() for s in self.segments).strip())
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (also the cache's stored form)."""
-        return asdict(self)
+        """A JSON-ready dict (also the cache's stored form), times rounded to the millisecond."""
+        data = asdict(self)
+        data["duration"] = ms(self.duration)
+        for seg in data["segments"]:
+            for timed in (seg, *seg["words"]):
+                timed["start"], timed["end"] = ms(timed["start"]), ms(timed["end"])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Transcript":

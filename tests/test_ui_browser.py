@@ -19,6 +19,7 @@ from stt_server.apikeys import hash_key
 from stt_server.app import create_app
 from stt_server.services import default_engines
 from stt_server.settings import Settings
+from stt_server.transcript import Segment, Transcript
 from tests.browser import artifact, browser_context
 from tests.gated_engine import GatedEngine
 
@@ -199,6 +200,28 @@ async def test_cancel_a_queued_job(page: Any, base_url: str, corpus: Path, gate:
     await queued.get_by_role("button", name="Confirm delete").click()
     await expect(queued).to_have_count(0)
     assert (await _api(base_url, f"/v1/jobs/{job_id}"))[0] == 404
+
+
+async def test_a_running_job_shows_its_text_so_far(page: Any, base_url: str, corpus: Path,
+                                                   gate: GatedEngine) -> None:
+    held = gate.transcribe
+
+    async def first_chunk_free(request: Any) -> Any:  # chunk 0 finishes, the rest wait for the gate
+        if request.chunk_index == 0:
+            return Transcript((Segment(0.0, 1.0, " chunk 0"),), duration=len(request.samples) / 16_000)
+        return await held(request)
+
+    gate.transcribe = first_chunk_free  # type: ignore[method-assign]
+    await page.goto(base_url + "/")
+    await page.select_option("#engine", "gated")
+    await page.set_input_files("#file", str(corpus / JFK))
+    row = page.locator(".job", has_text=JFK)
+    await expect(row).to_have_attribute("data-status", "running")
+    await expect(row.locator(".partial")).to_have_text("chunk 0")  # a transcript.delta event, while it runs
+    await _shoot(page, "job_partial_text")
+    gate.go.set()
+    await expect(row).to_have_attribute("data-status", "completed")
+    await expect(row.locator(".partial")).to_have_count(0)
 
 
 async def test_dashboard_shows_live_figures(page: Any, base_url: str, corpus: Path, gate: GatedEngine) -> None:

@@ -31,6 +31,7 @@ class ChunkRequest:
     word_timestamps: bool = False
     job_id: str | None = None
     chunk_index: int | None = None
+    task: str = "transcribe"  # or "translate": the speech in English
     target: str | None = None  # which of the engine's targets to send it to (None: its only one)
 
 

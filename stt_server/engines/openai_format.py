@@ -9,22 +9,25 @@ from __future__ import annotations
 import bisect
 from typing import Any, Mapping
 
+from ..languages import language_code
 from ..transcript import Segment, Transcript, Word
 from .base import ChunkRequest
 
-# verbose_json names the language ("english"); our transcripts carry the ISO 639-1 code.
-_LANGUAGES = {"english": "en", "russian": "ru", "german": "de", "french": "fr", "spanish": "es", "italian": "it",
-              "portuguese": "pt", "dutch": "nl", "polish": "pl", "ukrainian": "uk", "chinese": "zh",
-              "japanese": "ja", "korean": "ko", "arabic": "ar", "turkish": "tr", "hindi": "hi"}
+def upstream_path(request: ChunkRequest) -> str:
+    """The upstream route for the request's task (relative to the upstream's base URL)."""
+    return "/audio/translations" if request.task == "translate" else "/audio/transcriptions"
 
 
 def request_form(model: str, request: ChunkRequest) -> dict[str, Any]:
-    """The form fields (all but the file) asking for verbose_json with segment (and word) times."""
-    grains = ["segment", "word"] if request.word_timestamps else ["segment"]
+    """The form fields (all but the file) asking for verbose_json with segment (and word) times.
+
+    A translation sends only what OpenAI's createTranslation takes (no language, no granularities)."""
     form: dict[str, Any] = {"model": model, "response_format": "verbose_json",
-                            "temperature": str(request.temperature), "timestamp_granularities[]": grains}
-    if request.language:
-        form["language"] = request.language
+                            "temperature": str(request.temperature)}
+    if request.task != "translate":
+        form["timestamp_granularities[]"] = ["segment", "word"] if request.word_timestamps else ["segment"]
+        if request.language:
+            form["language"] = request.language
     if request.prompt:
         form["prompt"] = request.prompt
     return form
@@ -45,7 +48,7 @@ def parse_verbose_json(data: Mapping[str, Any], duration: float, language: str |
     if not segments and text:
         segments = (Segment(0.0, round(duration, 3), text, words=tuple(words)),)
     lang = str(language or data.get("language") or "en").lower()
-    return Transcript(segments, _LANGUAGES.get(lang, lang), round(duration, 3), text)
+    return Transcript(segments, language_code(lang) or lang, round(duration, 3), text)
 
 
 def _segment(s: Mapping[str, Any], words: tuple[Word, ...]) -> Segment:

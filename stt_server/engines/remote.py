@@ -26,7 +26,7 @@ from ..media import SAMPLE_RATE, pcm_to_wav
 from ..settings import UpstreamSettings
 from ..transcript import Transcript
 from .base import ChunkRequest, EngineLimits, Target
-from .openai_format import parse_verbose_json, request_form
+from .openai_format import parse_verbose_json, request_form, upstream_path
 
 log = structlog.get_logger(__name__)
 
@@ -174,7 +174,7 @@ class OpenAIEngine:
             raise EngineError(f"engine {self.name} is closed", retryable=False)
         try:
             async with asyncio.timeout(up.s.timeout_s + up.s.connect_timeout_s):  # whole-attempt bound
-                resp = await up.client.post("/audio/transcriptions", data=request_form(up.s.model, request),
+                resp = await up.client.post(upstream_path(request), data=request_form(up.s.model, request),
                                             files={"file": ("chunk.wav", wav, "audio/wav")},
                                             extensions={"trace": up.trace})
         except (httpx.TimeoutException, TimeoutError):

@@ -98,7 +98,7 @@ async def get_transcript(request: web.Request) -> web.Response:
         if await svc.store.transcript_deleted_at(job.id) is not None:
             raise Gone(f"the transcript of job {job.id} was deleted after its retention period")
         raise NotFound(f"job {job.id} has no transcript")
-    body, content_type = render(Transcript.from_dict(stored), fmt)
+    body, content_type = render(Transcript.from_dict(stored), fmt, task=job.task)
     response = web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
     if request.query.get("download"):
         stem = job.filename.rsplit(".", 1)[0] or "transcript"
