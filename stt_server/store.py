@@ -143,7 +143,8 @@ class RetentionRecord:
 
 
 _FINISHED = "('completed', 'failed', 'cancelled')"
-_CHUNK_EVENT = "name LIKE 'chunk.%'"  # progress of one chunk: kept for replay until retention
+# Progress of one chunk (and the text it added): kept for replay until retention.
+_CHUNK_EVENT = "(name LIKE 'chunk.%' OR name = 'transcript.delta')"
 
 
 def _row_to_job(row: aiosqlite.Row) -> Job:
