@@ -67,16 +67,19 @@ async def accept_upload(svc: Services, spooled: SpooledFile, filename: str, opti
             raise PayloadTooLarge(
                 f"audio lasts {info.duration_s:.0f} s, over the limit of {limit:.0f} s", param="file",
                 code="too_long")
-        await _check_audio_quota(svc, options.owner, info.duration_s)
+        reserved = await _reserve_audio(svc, options.owner, info.duration_s)
     except BaseException:
         svc.spool.discard(spooled)
         raise
-    # Past the spool's size limit: 507, and commit has discarded the upload.
-    svc.spool.commit(spooled, max_bytes=svc.settings.retention.spool_max_bytes)
     try:
-        return await _record(svc, spooled, filename, options, engine, info)
+        # Past the spool's size limit: 507, and commit has discarded the upload.
+        svc.spool.commit(spooled, max_bytes=svc.settings.retention.spool_max_bytes)
+        try:
+            return await _record(svc, spooled, filename, options, engine, info)
+        finally:
+            svc.spool.release(spooled.sha256)
     finally:
-        svc.spool.release(spooled.sha256)
+        svc.audio_reserved[options.owner or ""] -= reserved  # the job row counts it from here on
 
 
 async def _record(svc: Services, spooled: SpooledFile, filename: str, options: JobOptions, engine: Engine,
@@ -97,16 +100,20 @@ async def _record(svc: Services, spooled: SpooledFile, filename: str, options: J
     return job
 
 
-async def _check_audio_quota(svc: Services, owner: str | None, duration_s: float) -> None:
-    """429 if ``owner`` would have more than ``max_queued_audio_s`` of audio queued or running."""
+async def _reserve_audio(svc: Services, owner: str | None, duration_s: float) -> float:
+    """429 if ``owner`` would have more than ``max_queued_audio_s`` of audio queued or running;
+    else hold ``duration_s`` for it until its job row is written (returned, to give back), so two
+    uploads probed side by side cannot both slip under the quota."""
     quota = svc.settings.limits.max_queued_audio_s
     if owner is None or quota <= 0:
-        return
-    used = await svc.store.unfinished_audio_s(owner)
-    if used + duration_s > quota:
+        return 0.0
+    used = await svc.store.unfinished_audio_s(owner) + svc.audio_reserved[owner]  # no await between
+    if used + duration_s > quota:                                                # the sum and the hold
         raise TooManyRequests(f"too much audio waiting: at most {quota:.0f} s queued or running at once "
                               f"({used:.0f} s now); retry when some jobs have finished",
                               code="audio_quota", headers={"Retry-After": "60"})
+    svc.audio_reserved[owner] += duration_s
+    return duration_s
 
 
 def _safe_name(filename: str | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import defaultdict
 import os
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ class Services:
     startup_error: str | None = None
     _starting: asyncio.Task[None] | None = field(default=None, repr=False)
     webhooks: WebhookSender | None = None
+    # Audio seconds of uploads past the quota check whose job rows are not written yet, per owner.
+    audio_reserved: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     sweeper: RetentionSweeper | None = None
 
     def engine_for(self, name: str | None) -> Engine:

@@ -409,3 +409,26 @@ async def test_a_key_past_its_audio_quota_gets_429(make_client: Any, settings: S
             break
         await asyncio.sleep(0.05)
     assert response.status == 202
+
+
+async def test_two_uploads_side_by_side_cannot_both_slip_under_the_audio_quota(
+        make_client: Any, settings: Settings, engine: GatedEngine) -> None:
+    from tests.conftest import services_of
+
+    client = await make_client(gated_settings(settings).with_overrides(limits={"max_queued_audio_s": 1.5}),
+                               engine_factory=factory_for(engine))
+    svc = services_of(client)
+    inserting, go_on, real_insert = asyncio.Event(), asyncio.Event(), svc.store.insert_job
+
+    async def held_insert(job: Any) -> None:  # the first upload: past its quota check, row not written
+        inserting.set()
+        await go_on.wait()
+        await real_insert(job)
+
+    svc.store.insert_job = held_insert  # type: ignore[method-assign]
+    first = asyncio.create_task(client.post("/v1/jobs", data=form(tone_wav(1.0), "a.wav")))
+    await inserting.wait()
+    await error_of(await client.post("/v1/jobs", data=form(tone_wav(1.0), "b.wav")), 429, "audio_quota")
+    go_on.set()
+    assert (await first).status == 202
+    assert not any(svc.audio_reserved.values())  # every hold given back once its row exists
