@@ -120,8 +120,13 @@ def literal_refusal(url: str, settings: WebhookSettings) -> str | None:
     return refusal
 
 
-async def check_webhook_url(url: str, settings: WebhookSettings, resolver: Resolver = system_resolver) -> None:
-    """Raise a 400 unless a webhook may be sent to ``url``: its form, then every address its host has."""
+RESOLVE_TIMEOUT_S = 5.0  # the check runs inside the upload's slot: a slow name must not hold it
+
+
+async def check_webhook_url(url: str, settings: WebhookSettings, resolver: Resolver = system_resolver,
+                            timeout_s: float = RESOLVE_TIMEOUT_S) -> None:
+    """Raise a 400 unless a webhook may be sent to ``url``: its form, then every address its host has
+    (a host that takes longer than ``timeout_s`` to resolve counts as one that does not)."""
     refusal = literal_refusal(url, settings)
     if refusal:
         raise BadRequest(refusal, param="webhook_url", code="invalid_webhook_url")
@@ -130,8 +135,9 @@ async def check_webhook_url(url: str, settings: WebhookSettings, resolver: Resol
     if _host_allowed(host, settings) or _is_literal(host):
         return
     try:
-        addresses = await resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
-    except OSError:
+        async with asyncio.timeout(timeout_s):
+            addresses = await resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except (OSError, TimeoutError):
         addresses = []
     if not addresses:
         raise BadRequest(f"webhook_url's host {host!r} does not resolve", param="webhook_url",

@@ -473,3 +473,13 @@ async def test_submissions_with_internal_webhooks_get_400_and_leave_nothing(
     assert body["error"]["param"] == "webhook_url" and "hunter2" not in body["error"]["message"]
     assert (await (await client.get("/v1/jobs")).json())["data"] == []
     assert list(services_of(client).spool.incoming.iterdir()) == []
+
+
+async def test_a_host_that_resolves_too_slowly_is_refused_without_holding_on() -> None:
+    async def never(host: str, port: int) -> list[str]:
+        await asyncio.Event().wait()  # a resolver that never answers
+        return []
+
+    with pytest.raises(BadRequest) as caught:
+        await check_webhook_url("https://slow.example/hook", WebhookSettings(), never, timeout_s=0.05)
+    assert "does not resolve" in caught.value.message
