@@ -19,7 +19,7 @@ from .request_id import echo_request_id, request_id_middleware
 from .routes import admin, health, jobs, openai, session
 from .routes.metrics import routes as metrics_routes
 from .routes.ui import setup_ui
-from .services import SERVICES, EngineFactory, default_engines, open_services
+from .services import SERVICES, EngineFactory, default_engines, open_services, publish
 from .settings import Settings
 from .signedurl import UrlSigner
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = default_engin
         # The engines load after the server listens: /healthz answers, /readyz is 503 until then.
         async with open_services(settings, engine_factory, background=True,
                                  listeners=[collector.on_event]) as services:
-            app[SERVICES] = services
+            publish(app, services)
             yield
             services.accepting = False
 

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Middleware
 from .apikeys import ApiKey, match_key
 from .errors import Forbidden, NotFound, Unauthorized
 from .job import Job
-from .services import Services
+from .store import Store
 from .settings import Settings
 from .signedurl import UrlSigner
 
@@ -116,9 +116,9 @@ def owner_scope(request: web.Request) -> str | None:
     return request.get(PRINCIPAL) or ""  # no principal (never the case past the middleware): nothing
 
 
-async def owned_job(request: web.Request, svc: Services, job_id: str) -> Job:
+async def owned_job(request: web.Request, store: Store, job_id: str) -> Job:
     """The job if it exists and the request may see it; otherwise 404 (never 403: ids stay secret)."""
-    job = await svc.store.get_job(job_id)
+    job = await store.get_job(job_id)
     scope = owner_scope(request)
     if job is None or (scope is not None and job.owner != scope):
         raise NotFound(f"no job with id {job_id!r}", param="id")

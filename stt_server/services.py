@@ -14,6 +14,7 @@ import structlog
 
 from .backoff import RetryPolicy
 from .cache import CacheManager, open_cache
+from .cache_keys import job_cache_keys
 from .dispatch import Dispatch
 from .engines.base import Engine
 from .engines.local import LocalEngine
@@ -138,6 +139,14 @@ class Services:
             await self.workers.halt(job.id)
         await self.lifecycle.release_audio(job)
 
+    async def delete(self, job: Job) -> None:
+        """Delete a finished job: its cache entries (whole file and chunks), then the job and its audio."""
+        if self.cache:
+            keys = job_cache_keys(job, self.engines, await self.store.chunk_cache_keys(job.id))
+            removed = await self.cache.invalidate(keys=keys)
+            await self.bus.emit("cache.invalidated", job.id, keys=len(keys), removed=removed, reason="job deleted")
+        await self.lifecycle.delete(job)
+
     async def enqueue(self, job: Job, *, force: bool = False) -> None:
         await self.queue.put(job.id, job.priority, client=job.owner or "", force=force,
                              enqueued_at=job.created_at)
@@ -205,6 +214,31 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-from aiohttp import web  # noqa: E402 - the key that carries Services through the aiohttp app
+from aiohttp import web  # noqa: E402 - the keys that carry the services through the aiohttp app
 
+# One typed key per service: a route takes what it uses. SERVICES is the application facade for the
+# few operations that span several of them (taking an upload, cancelling a job, readiness).
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+BUS = web.AppKey("bus", EventBus)
+QUEUE = web.AppKey("queue", JobQueue)
+SPOOL = web.AppKey("spool", Spool)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+WORKERS = web.AppKey("workers", Workers)
+DISPATCH = web.AppKey("dispatch", Dispatch)
+CACHE: web.AppKey[CacheManager | None] = web.AppKey("cache")
+
+
+def publish(app: web.Application, services: Services) -> None:
+    """Put every service under its own key (and the facade under SERVICES)."""
+    app[SERVICES] = services
+    app[SETTINGS] = services.settings
+    app[STORE] = services.store
+    app[BUS] = services.bus
+    app[QUEUE] = services.queue
+    app[SPOOL] = services.spool
+    app[LIFECYCLE] = services.lifecycle
+    app[WORKERS] = services.workers
+    app[DISPATCH] = services.dispatch
+    app[CACHE] = services.cache

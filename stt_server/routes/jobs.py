@@ -14,10 +14,10 @@ from ..events import TERMINAL_EVENTS, Event
 from ..formats import FORMATS, render
 from ..httpsec import audio_content_type, content_disposition
 from ..intake import accept_upload, parse_options
-from ..job import Job, Status
-from ..cache_keys import job_cache_keys
+from ..job import Status
 from ..limits import STREAM_GATE, UPLOAD_GATE
-from ..services import SERVICES, Services
+from ..events import EventBus
+from ..services import BUS, QUEUE, SERVICES, SPOOL, STORE
 from ..transcript import Transcript
 from ..webhook_target import check_webhook_url
 from ..webhooks import webhook_view
@@ -30,10 +30,10 @@ MAX_SQL_INT = 2**63 - 1
 
 @routes.post("/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
-    svc = request.app[SERVICES]
+    svc = request.app[SERVICES]  # taking an upload spans the store, the spool, the queue and the engines
     owner = requester(request)
     async with request.app[UPLOAD_GATE].admit(owner, svc.store):
-        spooled, filename, fields = await read_upload(request, svc)
+        spooled, filename, fields = await read_upload(request, svc.settings.server, svc.spool)
         try:
             options = replace(parse_options(fields), owner=owner)
             if options.webhook_url:
@@ -48,17 +48,16 @@ async def create_job(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{id}")
 async def get_job(request: web.Request) -> web.Response:
-    svc = request.app[SERVICES]
-    job = await owned_job(request, svc, request.match_info["id"])
-    body = job.to_api(position=svc.queue.position(job.id))
+    store = request.app[STORE]
+    job = await owned_job(request, store, request.match_info["id"])
+    body = job.to_api(position=request.app[QUEUE].position(job.id))
     if job.webhook_url:
-        body["webhook"] = webhook_view(job.webhook_url, await svc.store.webhook_attempts(job.id))
+        body["webhook"] = webhook_view(job.webhook_url, await store.webhook_attempts(job.id))
     return web.json_response(body)
 
 
 @routes.get("/v1/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    svc = request.app[SERVICES]
     status = request.query.get("status")
     if status is not None and status not in {s.value for s in Status}:
         raise BadRequest(f"unknown status {status!r}", param="status")
@@ -71,11 +70,11 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise BadRequest("limit must be between 1 and 100", param="limit")
     if cursor is not None and not 0 <= cursor <= MAX_SQL_INT:  # found by fuzzing: SQLite overflowed
         raise BadRequest("after is out of range", param="after")
-    rows = await svc.store.list_jobs(status=status, limit=limit + 1, before_seq=cursor,
-                                     owner=owner_scope(request))
+    rows = await request.app[STORE].list_jobs(status=status, limit=limit + 1, before_seq=cursor,
+                                              owner=owner_scope(request))
     page = rows[:limit]
     more = len(rows) > limit
-    positions = svc.queue.positions() if any(job.status is Status.QUEUED for _, job in page) else {}
+    positions = request.app[QUEUE].positions() if any(job.status is Status.QUEUED for _, job in page) else {}
     return web.json_response({
         "object": "list",
         "data": [job.to_api(position=positions.get(job.id)) for _, job in page],
@@ -86,16 +85,16 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{id}/transcript")
 async def get_transcript(request: web.Request) -> web.Response:
-    svc = request.app[SERVICES]
+    store = request.app[STORE]
     fmt = request.query.get("format", "json")
     if fmt not in FORMATS:
         raise BadRequest(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", param="format")
-    job = await owned_job(request, svc, request.match_info["id"])
+    job = await owned_job(request, store, request.match_info["id"])
     if job.status is not Status.COMPLETED:
         raise Conflict(f"job {job.id} is {job.status.value}; the transcript exists once it is completed")
-    stored = await svc.store.get_transcript(job.id)
+    stored = await store.get_transcript(job.id)
     if stored is None:
-        if await svc.store.transcript_deleted_at(job.id) is not None:
+        if await store.transcript_deleted_at(job.id) is not None:
             raise Gone(f"the transcript of job {job.id} was deleted after its retention period")
         raise NotFound(f"job {job.id} has no transcript")
     body, content_type = render(Transcript.from_dict(stored), fmt, task=job.task)
@@ -113,10 +112,9 @@ async def job_audio(request: web.Request) -> web.StreamResponse:
 
     Its type is the probed container's (never guessed from the uploaded name, which the uploader
     chose), and the security headers sandbox it if it is opened as a page."""
-    svc = request.app[SERVICES]
     job_id = request.match_info["id"]
-    job = await owned_job(request, svc, job_id)
-    path = svc.spool.path_for(job.sha256)
+    job = await owned_job(request, request.app[STORE], job_id)
+    path = request.app[SPOOL].path_for(job.sha256)
     if not path.is_file():
         raise NotFound(f"the audio of job {job_id} is no longer stored", param="id", code="audio_missing")
     return web.FileResponse(path, headers={
@@ -131,37 +129,36 @@ def _sse(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.name}\ndata: {payload}\n\n".encode()
 
 
-async def _ended_before(svc: Services, job_id: str, last_id: int) -> bool:
-    return any(e.name in TERMINAL_EVENTS and e.id <= last_id for e in await svc.bus.history(job_id))
+async def _ended_before(bus: EventBus, job_id: str, last_id: int) -> bool:
+    return any(e.name in TERMINAL_EVENTS and e.id <= last_id for e in await bus.history(job_id))
 
 
 @routes.get("/v1/jobs/{id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
-    svc = request.app[SERVICES]
     job_id = request.match_info["id"]
-    await owned_job(request, svc, job_id)
+    await owned_job(request, request.app[STORE], job_id)
     try:
         last_id = int(request.headers.get("Last-Event-ID") or request.query.get("after") or 0)
     except ValueError:
         raise BadRequest("Last-Event-ID must be an integer", param="Last-Event-ID") from None
     last_id = min(max(last_id, 0), MAX_SQL_INT)  # past the last possible id: nothing to replay
     with request.app[STREAM_GATE].admit(requester(request)):
-        return await _stream(request, svc, job_id, last_id)
+        return await _stream(request, request.app[BUS], job_id, last_id)
 
 
-async def _stream(request: web.Request, svc: Services, job_id: str, last_id: int) -> web.StreamResponse:
-    live = svc.bus.subscribe(job_id)
+async def _stream(request: web.Request, bus: EventBus, job_id: str, last_id: int) -> web.StreamResponse:
+    live = bus.subscribe(job_id)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
     try:
         await response.prepare(request)
-        replay = await svc.bus.history(job_id, last_id)
+        replay = await bus.history(job_id, last_id)
         for event in replay:
             await response.write(_sse(event))
             last_id = event.id
             if event.name in TERMINAL_EVENTS:
                 return response
-        if not replay and last_id and await _ended_before(svc, job_id, last_id):
+        if not replay and last_id and await _ended_before(bus, job_id, last_id):
             return response  # the client already has the job's last event: nothing more will come
         while True:
             try:
@@ -178,25 +175,17 @@ async def _stream(request: web.Request, svc: Services, job_id: str, last_id: int
     except OSError:  # the client went away, before the headers (in prepare) or after
         return response
     finally:
-        svc.bus.unsubscribe(job_id, live)
+        bus.unsubscribe(job_id, live)
 
 
 @routes.delete("/v1/jobs/{id}")
 async def delete_job(request: web.Request) -> web.Response:
     """A queued or running job is cancelled (it stays, ``cancelled``, without its audio); a finished
     job is deleted with its audio, transcript and cache entries."""
-    svc = request.app[SERVICES]
-    job = await owned_job(request, svc, request.match_info["id"])
+    svc = request.app[SERVICES]  # a cancel or a delete spans the lifecycle, the queue, the workers and the cache
+    job = await owned_job(request, svc.store, request.match_info["id"])
     if not job.status.finished:
         await svc.cancel(job)
     else:
-        await _delete(svc, job)
+        await svc.delete(job)
     return web.Response(status=204)
-
-
-async def _delete(svc: Services, job: Job) -> None:
-    if svc.cache:
-        keys = job_cache_keys(job, svc.engines, await svc.store.chunk_cache_keys(job.id))
-        removed = await svc.cache.invalidate(keys=keys)
-        await svc.bus.emit("cache.invalidated", job.id, keys=len(keys), removed=removed, reason="job deleted")
-    await svc.lifecycle.delete(job)

@@ -16,9 +16,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..auth import PRINCIPAL
 from ..errors import BadRequest, PayloadTooLarge, RequestTimeout
-from ..services import Services
 from ..settings import ServerSettings
-from ..spool import SpooledFile
+from ..spool import Spool, SpooledFile
 
 READ_BLOCK = 1 << 16
 MAX_FIELD_BYTES = 16384
@@ -110,17 +109,18 @@ class FieldBudget:
         return {name: ",".join(values) for name, values in self.values.items()}
 
 
-async def read_upload(request: web.Request, svc: Services) -> tuple[SpooledFile, str, dict[str, str]]:
+async def read_upload(request: web.Request, server: ServerSettings,
+                      spool: Spool) -> tuple[SpooledFile, str, dict[str, str]]:
     """Spool the ``file`` part and collect the other fields; a failed read leaves nothing behind."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("expected multipart/form-data with a 'file' field", param="file")
-    limit = svc.settings.server.max_upload_bytes
+    limit = server.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + (1 << 20):
         raise PayloadTooLarge(f"file is larger than the limit of {limit} bytes", param="file")
     spooled: SpooledFile | None = None
     filename = "audio"
     budget = FieldBudget()
-    pace = BodyPace.of(svc.settings.server)
+    pace = BodyPace.of(server)
     try:
         reader = await request.multipart()
         while (part := await pace.read(reader.next())) is not None:
@@ -130,17 +130,17 @@ async def read_upload(request: web.Request, svc: Services) -> tuple[SpooledFile,
                 if spooled is not None:
                     raise BadRequest("send one 'file' per request", param="file")
                 filename = part.filename or "audio"
-                spooled = await svc.spool.receive(pace.blocks(part), limit)
+                spooled = await spool.receive(pace.blocks(part), limit)
             else:  # nameless parts are read (and counted) too, then dropped
                 await budget.read(part, pace)
     except (ValueError, HttpProcessingError) as exc:  # bad part headers raise the latter
         if spooled is not None:
-            svc.spool.discard(spooled)
+            spool.discard(spooled)
         reason = getattr(exc, "message", None) or str(exc)
         raise BadRequest(f"malformed multipart body: {reason}"[:500]) from exc
     except BaseException:
         if spooled is not None:
-            svc.spool.discard(spooled)
+            spool.discard(spooled)
         raise
     if spooled is None:
         raise BadRequest("missing required field 'file'", param="file", code="missing_file")

@@ -52,7 +52,7 @@ async def _serve(request: web.Request, task: str) -> web.StreamResponse:
     svc = request.app[SERVICES]
     owner = requester(request)
     async with request.app[UPLOAD_GATE].admit(owner, svc.store):  # not held while transcribing
-        spooled, filename, fields = await read_upload(request, svc)
+        spooled, filename, fields = await read_upload(request, svc.settings.server, svc.spool)
         try:
             req = parse_request(fields, task)
             engine = engine_for_model(svc, req.model)

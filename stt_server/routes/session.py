@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from ..auth import PRINCIPAL, ROLE, owned_job
-from ..services import SERVICES
+from ..services import SETTINGS, STORE
 from ..signedurl import UrlSigner, audio_url
 
 SIGNER: web.AppKey[UrlSigner] = web.AppKey("url_signer", UrlSigner)
@@ -17,15 +17,13 @@ routes = web.RouteTableDef()
 @routes.get("/v1/me")
 async def me(request: web.Request) -> web.Response:
     """The key's id and role; with no keys configured, an anonymous admin and ``keys_required: false``."""
-    svc = request.app[SERVICES]
     return web.json_response({"key_id": request.get(PRINCIPAL), "role": request.get(ROLE, "user"),
-                              "keys_required": bool(svc.settings.auth.keys)})
+                              "keys_required": bool(request.app[SETTINGS].auth.keys)})
 
 
 @routes.post("/v1/jobs/{id}/audio-url")
 async def audio_link(request: web.Request) -> web.Response:
     """A link to the job's audio that works without a header for a few minutes (for <audio src>)."""
-    svc = request.app[SERVICES]
-    job = await owned_job(request, svc, request.match_info["id"])
+    job = await owned_job(request, request.app[STORE], request.match_info["id"])
     params, expires = request.app[SIGNER].sign(job.id, request.get(PRINCIPAL) or "", time.time())
     return web.json_response({"url": audio_url(job.id, params), "expires_at": expires})
