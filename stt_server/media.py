@@ -26,7 +26,7 @@ import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, cast
+from typing import IO, Iterator
 
 import av
 import numpy as np
@@ -383,30 +383,33 @@ def pcm_sha256(samples: np.ndarray) -> str:
     return hashlib.sha256(_to_int16(samples).tobytes()).hexdigest()
 
 
-def encode_upload(samples: np.ndarray, fmt: UploadFormat) -> bytes:
-    """`samples` (float32 mono 16 kHz) as a file in `fmt`, encoded in-process with PyAV.
+def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120) -> bytes:
+    """`samples` (float32 mono 16 kHz) as a file in `fmt`: WAV in-process, the others by one ffmpeg run.
 
-    In-process: no process per chunk, and for Opus (the default) the same CPU as an ffmpeg run
-    (README, "Bytes on the wire").
+    ffmpeg rather than PyAV in-process: the same CPU for Opus, but PyAV's encode loop holds the GIL
+    for most of its time, so encoding chunks in threads stalled the event loop and each other
+    (README, "Bytes on the wire"). Bit-exact: the same samples always give the same bytes.
     """
     if fmt.name == "wav":
         return pcm_to_wav(samples)
-    buf = io.BytesIO()
-    # Bit-exact: no random Ogg serial number or encoder tag, so the same samples give the same bytes.
-    with av.open(buf, "w", format=fmt.kind.container, options={"fflags": "+bitexact"}) as out:
-        # Constrained VBR keeps Opus near its bitrate, so the planner's worst case holds.
-        options = {"vbr": "constrained"} if fmt.name == "opus" else {}
-        stream = cast(av.audio.stream.AudioStream, out.add_stream(fmt.kind.codec, rate=SAMPLE_RATE, options=options))
-        stream.layout = "mono"
-        if fmt.bitrate:
-            stream.bit_rate = fmt.bitrate
-        # Each encoder's own sample format: no conversion pass inside PyAV (LAME takes float planes).
-        pcm = np.asarray(samples, dtype=np.float32) if fmt.name == "mp3" else _to_int16(samples)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="fltp" if fmt.name == "mp3" else "s16",
-                                           layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    kind = fmt.kind
+    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1",
+            "-i", "pipe:0", "-c:a", kind.codec]
+    if fmt.bitrate:
+        args += ["-b:a", str(fmt.bitrate)]
+    if fmt.name == "opus":
+        args += ["-vbr", "constrained"]  # keeps Opus near its bitrate, so the planner's worst case holds
+    # To a file, not a pipe: the MP3 and FLAC muxers seek back to finish their headers (the encoder
+    # delay a decoder trims, the total length); on a pipe an MP3 would start 70 ms late.
+    with tempfile.TemporaryDirectory(prefix="stt-encode-") as tmp:
+        out = os.path.join(tmp, kind.filename)
+        args += ["-fflags", "+bitexact", "-f", kind.container, "-y", out]
+        try:
+            done = subprocess.run(args, input=_to_int16(samples).tobytes(), capture_output=True, timeout=timeout_s,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"encoding a chunk as {fmt.spec} took longer than {timeout_s:g} s") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"encoding a chunk as {fmt.spec} failed: {done.stderr.decode(errors='replace')[-300:]}")
+        with open(out, "rb") as fh:
+            return fh.read()
