@@ -268,9 +268,9 @@ _FORMATS = {"ogg": "opus", "mp3": "mp3", "flac": "flac", "wav": "wav"}
 def decode_audio(data: bytes) -> tuple[str | None, float]:
     """Decode an upload to its last sample: its format and seconds (``(None, 0.0)`` if it is not audio)."""
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), "r") as container:
             stream = container.streams.audio[0]
-            samples = sum(frame.samples for frame in container.decode(stream))
+            samples: int = sum(int(frame.samples) for frame in container.decode(stream))
             return _FORMATS.get(container.format.name.split(",")[0]), samples / float(stream.rate)
     except (av.FFmpegError, IndexError, ValueError):
         return None, 0.0

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient
 
 from stt_server.backoff import RetryPolicy
 from stt_server.cache_keys import job_chunk_key, job_file_key
@@ -19,9 +21,11 @@ from stt_server.errors import EngineError
 from stt_server.job import Job, Status
 from stt_server.media import encode_upload
 from stt_server.pipeline import chunk_policy
-from stt_server.settings import PipelineSettings, UpstreamSettings
+from stt_server.settings import PipelineSettings, Settings, UpstreamSettings
 from stt_server.upload_format import HEADER_BYTES, UploadFormat, fallback, upload_format, wire_spec
+from tests.conftest import services_of, upload, wait_job
 from tests.conftest_upstream import MakeUpstream
+from tests.corpus import build_long_audio
 from tests.fake_upstream import FakeUpstream, decode_audio
 
 MODEL = "openai/whisper-large-v3"
@@ -212,3 +216,29 @@ async def test_a_400_about_something_else_is_no_format_refusal(fake_upstream_fac
         await runner.engine.close()  # type: ignore[attr-defined]
     assert [c.audio_format for c in fake.calls] == ["opus"]
     assert runner.stats()["upstreams"]["up"]["format_fallbacks_total"] == 0
+
+
+# ---- a whole job through the server
+
+
+async def test_a_job_on_an_upstream_that_refuses_opus_completes_in_flac_and_says_so(
+    make_client: Callable[..., Awaitable[TestClient]], settings: Settings, fake_upstream_factory: MakeUpstream,
+    tmp_path: Path,
+) -> None:
+    fake = fake_upstream_factory(refuse_formats={"opus"})
+    audio = tmp_path / "speech.wav"
+    build_long_audio(audio, 20.0, gap_s=0.5)
+    client = await make_client(settings.with_overrides(upstreams=[dict(
+        engine="openai", name="picky", base_url=fake.base_url, model=MODEL, max_chunk_s=4.0, concurrency=2,
+        retries=0, timeout_s=5.0)], pipeline={"min_chunk_s": 2.0, "silence_search_s": 1.0}))
+    job = await wait_job(client, (await upload(client, audio, engine="openai"))["id"], timeout=60)
+    assert job["status"] == "completed", job
+    spoken = [c for c in await services_of(client).store.get_chunks(job["id"]) if not c.silent]
+    formats = [c.audio_format for c in fake.calls]
+    # The chunks sent before the first refusal came back are re-sent once; every later one goes as FLAC.
+    assert formats.count("flac") == len(spoken) >= 4 and formats.count("opus") <= 2 * 2
+    assert services_of(client).bus.counts["upstream.format_fallback"] == 1
+    stats = (await (await client.get("/v1/admin/stats")).json())["engines"]["openai"]["upstreams"]["picky"]
+    assert stats["upload_format"] == "flac" and stats["format_fallbacks_total"] == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert 'upload_format="flac"' in metrics
