@@ -388,7 +388,7 @@ def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120
 
     ffmpeg rather than PyAV in-process: the same CPU for Opus, but PyAV's encode loop holds the GIL
     for most of its time, so encoding chunks in threads stalled the event loop and each other
-    (README, "Bytes on the wire"). Bit-exact: the same samples always give the same bytes.
+    (README, Engines). Bit-exact: the same samples always give the same bytes.
     """
     if fmt.name == "wav":
         return pcm_to_wav(samples)

@@ -145,7 +145,7 @@ class UpstreamSettings:
     circuit_cooldown_s: float = 30.0
     verify_tls: bool | str = True  # or the path of a CA bundle
     engine: str = "openai"
-    # Opus at 32 kb/s: an eighth of WAV's bytes with the same WER (README, "Bytes on the wire").
+    # Opus at 32 kb/s: an eighth of WAV's bytes with the same WER (README, Engines).
     upload_format: str = "opus"
     upload_bitrate: float = 32.0  # kb/s, for opus and mp3
 
