@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks import (fitness, report, scenario_cache, scenario_concurrency, scenario_local, scenario_memory,
-                        scenario_remote, scenario_ui)
+                        scenario_remote, scenario_ui, scenario_wire)
 from benchmarks.harness import Outcome, Progress
 
 Scenario = Callable[[Progress, int], Outcome]
 SCENARIOS: dict[str, Scenario] = {
     "local": scenario_local.run,
     "remote": scenario_remote.run,
+    "wire": scenario_wire.run,
     "cache": scenario_cache.run,
     "concurrency": scenario_concurrency.run,
     "memory": scenario_memory.run,

@@ -7,6 +7,7 @@ which ends with the job: no polling interval blurs the timings.
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -40,9 +41,11 @@ class LatencyModel:
 
 
 @contextmanager
-def fake_upstream(latency: LatencyModel) -> Iterator[FakeUpstream]:
-    """The fake OpenAI-compatible upstream (plain http, HTTP/1.1 and h2c) in a background thread."""
-    fake = FakeUpstream(latency_s=latency.fixed_s, latency_per_audio_s=latency.per_audio_s).start()
+def fake_upstream(latency: LatencyModel, bandwidth_bps: float | None = None) -> Iterator[FakeUpstream]:
+    """The fake OpenAI-compatible upstream (plain http, HTTP/1.1 and h2c) in a background thread;
+    ``bandwidth_bps``: one link every request body shares on its way in."""
+    fake = FakeUpstream(latency_s=latency.fixed_s, latency_per_audio_s=latency.per_audio_s,
+                        bandwidth_bps=bandwidth_bps).start()
     try:
         yield fake
     finally:
@@ -73,6 +76,13 @@ def wait_sync(server: Server, job_id: str) -> dict[str, Any]:
             pass
     job: dict[str, Any] = server.get(f"/v1/jobs/{job_id}")
     return job
+
+
+def job_events(server: Server, job_id: str) -> list[dict[str, Any]]:
+    """A finished job's events, as its Server-Sent Events stream replays them."""
+    with urllib.request.urlopen(f"{server.base}/v1/jobs/{job_id}/events", timeout=60) as response:
+        text = response.read().decode()
+    return [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
 
 
 def run_job(server: Server, path: Path, **fields: str) -> dict[str, Any]:

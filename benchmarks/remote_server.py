@@ -5,7 +5,7 @@ Same command line as ``stt-server serve`` (``--port``, ``--data-dir``, ``--confi
 The upstream comes from the environment, the rest from the config file and STT_* overrides:
 
     STT_BENCH_UPSTREAM_URL=http://127.0.0.1:PORT/v1 STT_BENCH_UPSTREAM_CONCURRENCY=8 \\
-        python -m benchmarks.remote_server serve --port 8000 --data-dir /tmp/d
+        STT_BENCH_UPLOAD_FORMAT=opus python -m benchmarks.remote_server serve --port 8000 --data-dir /tmp/d
 
 No model is loaded: the server's own memory and the decode/chunk/merge path are what remain.
 """
@@ -28,12 +28,12 @@ from stt_server.settings import Settings, load_settings
 ENGINE = "openai"
 
 
-def engine_factory(url: str, concurrency: int) -> Any:
+def engine_factory(url: str, concurrency: int, upload_format: str = "opus") -> Any:
     """An ``engine_factory`` for ``create_app``: one OpenAIEngine named ``openai`` at ``url``."""
 
     def build(settings: Settings) -> Mapping[str, Engine]:
         upstream = UpstreamSettings(name="bench", base_url=url, model="whisper-1", concurrency=concurrency,
-                                    retries=1, retry_base_s=0.05, timeout_s=300.0)
+                                    retries=1, retry_base_s=0.05, timeout_s=300.0, upload_format=upload_format)
         return {ENGINE: OpenAIEngine([upstream], name=ENGINE)}
 
     return build
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         server={"port": args.port, "data_dir": args.data_dir}, engine={"default": ENGINE})
     configure_logging(settings.log.level, settings.log.json)
     factory = engine_factory(os.environ["STT_BENCH_UPSTREAM_URL"],
-                             int(os.environ.get("STT_BENCH_UPSTREAM_CONCURRENCY", "8")))
+                             int(os.environ.get("STT_BENCH_UPSTREAM_CONCURRENCY", "8")),
+                             os.environ.get("STT_BENCH_UPLOAD_FORMAT", "opus"))
     web.run_app(create_app(settings, factory), host="127.0.0.1", port=args.port, print=None, shutdown_timeout=5.0)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping
 from . import PIPELINE_VERSION
 from .engines.base import Engine
 from .job import Job
+from .upload_format import wire_spec
 
 Level = Literal["file", "chunk"]
 LEVELS: tuple[Level, ...] = ("file", "chunk")
@@ -102,23 +103,25 @@ def chunk_key(pcm_sha256: str, **parts: Any) -> CacheKey:
 # ---- a job's keys: what its engine, model and options make of its audio
 
 
-def _job_version(job: Job) -> str:
-    """The pipeline version plus the decoding options and the task that change a result."""
+def _job_version(job: Job, engine: Engine) -> str:
+    """The pipeline version plus the decoding options and the task that change a result, and the
+    format the engine uploads chunks in (a lossy format may change a word; the embedded engine has none)."""
     options = f"t{job.temperature:g}" + ("+words" if job.word_timestamps else "") + (
         f"+{job.task}" if job.task != "transcribe" else "")
-    return f"{PIPELINE_VERSION}/{options}"
+    wire = wire_spec(tuple(t.upload for t in getattr(engine, "targets", ())))
+    return f"{PIPELINE_VERSION}/{options}" + (f"/{wire}" if wire else "")
 
 
 def job_file_key(job: Job, engine: Engine) -> CacheKey:
     """The whole file's key for this job on this engine."""
     return file_key(job.sha256, engine=engine.name, model=engine.model, language=job.language,
-                    prompt=job.prompt, version=_job_version(job))
+                    prompt=job.prompt, version=_job_version(job, engine))
 
 
 def job_chunk_key(job: Job, engine: Engine, pcm_sha256: str) -> CacheKey:
     """One chunk's key (``pcm_sha256``: of its decoded samples) for this job on this engine."""
     return chunk_key(pcm_sha256, engine=engine.name, model=engine.model, language=job.language,
-                     prompt=job.prompt, version=_job_version(job))
+                     prompt=job.prompt, version=_job_version(job, engine))
 
 
 def job_cache_keys(job: Job, engines: Mapping[str, Engine], chunk_keys: list[str]) -> list[str]:

@@ -5,6 +5,10 @@ concurrency, whichever job the chunk is from), where each request goes (the heal
 the fewest requests in flight), the retry policy (:func:`backoff.retry_delay`, one place, so a
 chunk is tried at most ``attempts`` times in all) and each target's circuit breaker. Waiting for a
 free slot happens here, before a request exists, so it never counts against an upstream.
+
+It also keeps each target's upload format: when an upstream refuses one, the target falls back
+(:func:`upload_format.fallback`) for good and the chunk is sent again in the new format; the
+refused request is not an attempt, since it says nothing about the chunk or the upstream's health.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import structlog
 
 from .backoff import RetryPolicy, retry_delay
 from .circuit import CircuitBreaker
-from .engines.base import ChunkRequest, Engine, Target
+from .engines.base import ChunkRequest, Engine, Target, Upload
 from .errors import EngineError
+from .media import encode_upload
 from .transcript import Transcript
+from .upload_format import UploadFormat, fallback
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +69,11 @@ class _TargetState:
     retries: int = 0
     not_before: float = 0.0  # the clock time before which a Retry-After asks us not to call
     last_status: str | None = None
+    upload: UploadFormat | None = None  # the format it takes now: its spec's, until it refuses that
+    format_fallbacks: int = 0
+
+    def __post_init__(self) -> None:
+        self.upload = self.spec.upload
 
     def available(self) -> bool:
         return self.breaker is None or self.breaker.available()
@@ -74,6 +85,8 @@ class _TargetState:
             "circuit_opened_total": breaker.times_opened if breaker else 0,
             "consecutive_failures": breaker.consecutive_failures if breaker else 0,
             "in_flight": self.in_flight, "concurrency": self.spec.concurrency, "retries_total": self.retries,
+            "upload_format": self.upload.spec if self.upload else None,
+            "format_fallbacks_total": self.format_fallbacks,
         }
 
 
@@ -105,9 +118,14 @@ class Runner:
     def in_flight(self) -> int:
         return sum(t.in_flight for t in self._targets)
 
+    def upload_formats(self) -> tuple[UploadFormat, ...]:
+        """The formats the targets take now: what the decode hop encodes each chunk in, once."""
+        return tuple(dict.fromkeys(t.upload for t in self._targets if t.upload is not None))
+
     async def transcribe(self, request: ChunkRequest, notify: Notify | None = None) -> Transcript:
         """The chunk's transcript, retried as the policy allows; EngineError when it gives up."""
         policy, attempt, last = self.policy, 0, None
+        uploads = {u.format: u for u in request.uploads}
         while True:
             attempt += 1
             target = await self._acquire(last)
@@ -115,11 +133,14 @@ class Runner:
             if notify is not None:
                 await notify("chunk.started", {"attempt": attempt})
             try:
-                result = await self._attempt(target, request)
+                result = await self._attempt(target, request, uploads)
             finally:
                 await self._release(target)
             if isinstance(result, Transcript):
                 return result
+            if result.refused_format is not None and self._fall_back(target, result.refused_format):
+                attempt -= 1  # sent again in another format: the refusal was no attempt at the chunk
+                continue
             delay = retry_delay(policy, attempt, result.retryable, result.retry_after, self.rand())
             if delay is None:
                 raise self._give_up(result, attempt)
@@ -168,10 +189,12 @@ class Runner:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _attempt(self, target: _TargetState, request: ChunkRequest) -> Transcript | EngineError:
+    async def _attempt(self, target: _TargetState, request: ChunkRequest,
+                       uploads: dict[UploadFormat, Upload]) -> Transcript | EngineError:
         """One request to one target, with its circuit bookkeeping."""
         try:
-            result = await self.engine.transcribe(replace(request, target=target.spec.name))
+            upload = await self._upload(target, request, uploads)
+            result = await self.engine.transcribe(replace(request, target=target.spec.name, upload=upload))
         except EngineError as err:
             target.last_status = err.failure
             self._record(target, failed=err.against_upstream)
@@ -182,6 +205,37 @@ class Runner:
             raise
         self._record(target, failed=False)
         return result
+
+    @staticmethod
+    async def _upload(target: _TargetState, request: ChunkRequest,
+                      uploads: dict[UploadFormat, Upload]) -> Upload | None:
+        """The chunk in the target's format: encoded by the decode hop, or now (after a fallback), once."""
+        fmt = target.upload
+        if fmt is None:
+            return None
+        if fmt not in uploads:
+            uploads[fmt] = Upload(fmt, await asyncio.to_thread(encode_upload, request.samples, fmt))
+        return uploads[fmt]
+
+    def _fall_back(self, target: _TargetState, refused: str) -> bool:
+        """Move ``target`` off the format it refused; False when there is nothing left to try.
+
+        Chunks in flight together are all refused in the old format: only the first refusal moves
+        the target on, the others are just sent again in its new format."""
+        current = target.upload
+        if current is None:
+            return False
+        if current.spec != refused:
+            return True
+        nxt = fallback(current)
+        if nxt is None:
+            return False
+        target.upload = nxt
+        target.format_fallbacks += 1
+        self._emit("upstream.format_fallback", {"upstream": target.spec.name, "engine": self.engine.name,
+                                                "refused": refused, "now": nxt.spec,
+                                                "last_status": target.last_status})
+        return True
 
     def _record(self, target: _TargetState, *, failed: bool) -> None:
         breaker = target.breaker

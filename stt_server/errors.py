@@ -136,7 +136,8 @@ class EngineError(STTError):
     ``against_upstream``: the failure speaks of the upstream's health and counts toward opening
     its circuit (a refused connection does; a 429 or a bad request does not). ``retry_after``:
     seconds the upstream asked us to wait. ``failure``: the failure in a word or two ("503",
-    "timeout"). ``detail``: the upstream's own words, short. The
+    "timeout"). ``detail``: the upstream's own words, short. ``refused_format``: the upload
+    format (its spec, e.g. ``opus@32k``) an upstream refused, so the runner can fall back. The
     dispatch runner reads these to retry or give up; the engine itself never retries.
     """
 
@@ -145,8 +146,10 @@ class EngineError(STTError):
     code = "engine_error"
 
     def __init__(self, message: str, *, retryable: bool = True, against_upstream: bool = False,
-                 retry_after: float | None = None, failure: str = "", detail: str = "", **kwargs: Any) -> None:
+                 retry_after: float | None = None, failure: str = "", detail: str = "",
+                 refused_format: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
+        self.refused_format = refused_format
         self.failure = failure or message
         self.retryable = retryable
         self.against_upstream = against_upstream

@@ -20,6 +20,7 @@ EVENT_NAMES = (
     "chunk.planned", "chunk.started", "chunk.completed", "chunk.cache_hit", "chunk.skipped_silent",
     "chunk.retried", "chunk.failed", "transcript.delta",
     "cache.invalidated", "upstream.circuit_opened", "upstream.circuit_closed",
+    "upstream.format_fallback",
     "engine.ready", "engine.failed", "server.started", "server.stopping",
     "webhook.delivered", "webhook.failed", "job.audio_expired", "job.transcript_expired",
 )

@@ -33,6 +33,7 @@ import numpy as np
 import structlog
 
 from stt_server.errors import InvalidAudio
+from stt_server.upload_format import UploadFormat
 
 log = structlog.get_logger(__name__)
 
@@ -410,3 +411,35 @@ def pcm_to_wav(samples: np.ndarray) -> bytes:
 def pcm_sha256(samples: np.ndarray) -> str:
     """Hex sha256 of the samples as int16 little-endian bytes: a chunk's content key."""
     return hashlib.sha256(_to_int16(samples).tobytes()).hexdigest()
+
+
+def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120) -> bytes:
+    """`samples` (float32 mono 16 kHz) as a file in `fmt`: WAV in-process, the others by one ffmpeg run.
+
+    ffmpeg rather than PyAV in-process: the same CPU for Opus, but PyAV's encode loop holds the GIL
+    for most of its time, so encoding chunks in threads stalled the event loop and each other
+    (README, Engines). Bit-exact: the same samples always give the same bytes.
+    """
+    if fmt.name == "wav":
+        return pcm_to_wav(samples)
+    kind = fmt.kind
+    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1",
+            "-i", "pipe:0", "-c:a", kind.codec]
+    if fmt.bitrate:
+        args += ["-b:a", str(fmt.bitrate)]
+    if fmt.name == "opus":
+        args += ["-vbr", "constrained"]  # keeps Opus near its bitrate, so the planner's worst case holds
+    # To a file, not a pipe: the MP3 and FLAC muxers seek back to finish their headers (the encoder
+    # delay a decoder trims, the total length); on a pipe an MP3 would start 70 ms late.
+    with tempfile.TemporaryDirectory(prefix="stt-encode-") as tmp:
+        out = os.path.join(tmp, kind.filename)
+        args += ["-fflags", "+bitexact", "-f", kind.container, "-y", out]
+        try:
+            done = subprocess.run(args, input=_to_int16(samples).tobytes(), capture_output=True, timeout=timeout_s,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"encoding a chunk as {fmt.spec} took longer than {timeout_s:g} s") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"encoding a chunk as {fmt.spec} failed: {done.stderr.decode(errors='replace')[-300:]}")
+        with open(out, "rb") as fh:
+            return fh.read()

@@ -22,20 +22,19 @@ from .chunking import Chunk, ChunkPolicy, max_seconds_for_bytes
 from .deltas import emit_chunk_delta, emit_whole_delta
 from .detection import with_detected_language
 from .dispatch import Dispatch
-from .engines.base import ChunkRequest, Engine
+from .engines.base import ChunkRequest, Engine, Upload
 from .errors import EngineError, STTError
 from .events import EventBus
 from .job import Job
-from .media import extract_pcm, pcm_sha256
+from .media import encode_upload, extract_pcm, pcm_sha256
 from .merge import merge_transcripts
 from .planner import stream_plan
 from .settings import PipelineSettings
 from .store import Store
 from .transcript import Transcript
+from .upload_format import HEADER_BYTES, UploadFormat
 
 log = structlog.get_logger(__name__)
-
-WAV_BYTES_PER_SECOND = 32000  # 16 kHz, 16-bit, mono: what remote engines are sent
 
 
 class Interrupted(Exception):
@@ -49,19 +48,23 @@ class Outcome:
 
 
 def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:
-    """The planner's limits: ours, the engine's seconds, and the engine's upload bytes as seconds."""
+    """The planner's limits: ours, the engine's seconds, and the engine's upload bytes as seconds
+    (at the worst-case size of the format it uploads in)."""
     limit = min(settings.max_chunk_s, engine.limits.max_chunk_s)
     if engine.limits.max_upload_bytes:
-        limit = min(limit, max_seconds_for_bytes(engine.limits.max_upload_bytes, WAV_BYTES_PER_SECOND))
+        limit = min(limit, max_seconds_for_bytes(engine.limits.max_upload_bytes, engine.limits.upload_bytes_per_s,
+                                                 HEADER_BYTES))
     return ChunkPolicy(max_chunk_s=limit, min_chunk_s=min(settings.min_chunk_s, limit),
                        silence_search_s=min(settings.silence_search_s, limit / 2),
                        silence_db=settings.silence_db)
 
 
-def _decode_and_hash(path: Path, chunk: Chunk, timeout_s: float) -> tuple[np.ndarray, str]:
-    """One hop off the loop per chunk: its 16 kHz samples and their hash (the chunk's cache key)."""
+def _decode_and_hash(path: Path, chunk: Chunk, timeout_s: float,
+                     formats: tuple[UploadFormat, ...] = ()) -> tuple[np.ndarray, str, tuple[Upload, ...]]:
+    """One hop off the loop per chunk: its 16 kHz samples, their hash (the chunk's cache key), and
+    the chunk encoded in each format its engine uploads in (once, whatever the retries)."""
     samples = extract_pcm(path, chunk.start, chunk.end, timeout_s)
-    return samples, pcm_sha256(samples)
+    return samples, pcm_sha256(samples), tuple(Upload(f, encode_upload(samples, f)) for f in formats)
 
 
 async def _each(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
@@ -197,9 +200,10 @@ class Pipeline:
     async def _transcribe_chunk(self, run: _Run, chunk: Chunk) -> tuple[Transcript, str]:
         """The chunk's transcript, from the cache or the engine, and its cache key."""
         job, engine = run.job, run.engine
+        runner = self.dispatch[engine.name]
         async with self.dispatch.decode_slots:  # shared by every job: one decode per usable core
-            samples, digest = await asyncio.to_thread(
-                _decode_and_hash, run.path, chunk, self.settings.ffmpeg_timeout_s)
+            samples, digest, uploads = await asyncio.to_thread(
+                _decode_and_hash, run.path, chunk, self.settings.ffmpeg_timeout_s, runner.upload_formats())
         key = job_chunk_key(job, engine, digest)
         hit = await self.cache.get(key) if self.cache else None
         if hit is not None:
@@ -207,15 +211,15 @@ class Pipeline:
             return Transcript.from_dict(hit), key.value
         request = ChunkRequest(samples=samples, language=job.language, prompt=job.prompt,
                                temperature=job.temperature, word_timestamps=job.word_timestamps,
-                               job_id=job.id, chunk_index=chunk.index, task=job.task)
-        del samples  # the request holds them now; nothing else should keep them past the call
+                               job_id=job.id, chunk_index=chunk.index, task=job.task, uploads=uploads)
+        del samples, uploads  # the request holds them now; nothing else should keep them past the call
 
         async def notify(name: str, data: dict[str, Any]) -> None:
             await self.bus.emit(name, job.id, index=chunk.index, **data)
 
         began = time.perf_counter()
         try:
-            result = await self.dispatch[engine.name].transcribe(request, notify)
+            result = await runner.transcribe(request, notify)
         except EngineError as err:
             await self.bus.emit("chunk.failed", job.id, index=chunk.index, error=err.message)
             raise EngineError(f"chunk {chunk.index} ({chunk.start:.2f}-{chunk.end:.2f} s) failed: {err.message}",

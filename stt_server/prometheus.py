@@ -191,12 +191,14 @@ class _UpstreamFamilies:
             "retries_total": c("stt_upstream_retries", "Requests retried", labels=UPSTREAM_LABELS),
             "circuit_opened_total": c("stt_upstream_circuit_opened", "Times the circuit opened",
                                       labels=UPSTREAM_LABELS),
+            "format_fallbacks_total": c("stt_upstream_format_fallbacks", "Times the upstream refused the upload "
+                                        "format and moved to a plainer one", labels=UPSTREAM_LABELS),
         }
 
     def add(self, engine: str, upstream: str, row: Mapping[str, Any]) -> None:
         labels = [engine, upstream]
         self.info.add_metric(labels, {k: str(row[k]).lower() if isinstance(row[k], bool) else str(row[k])
-                                      for k in ("base_url", "model", "http2") if k in row})
+                                      for k in ("base_url", "model", "http2", "upload_format") if k in row})
         if row.get("circuit") in CIRCUIT_STATES:
             self.circuit.add_metric(labels, {s: row["circuit"] == s for s in CIRCUIT_STATES})
         for status, n in sorted((row.get("requests_by_status") or {}).items()):

@@ -29,6 +29,8 @@ def name_list(value: str | Iterable[str]) -> tuple[str, ...]:
     """A list setting of names: a TOML array, or comma-separated text from the environment."""
     items = value.split(",") if isinstance(value, str) else value
     return tuple(item.strip().lower() for item in items if item.strip())
+from .upload_format import NAMES as UPLOAD_FORMATS
+from .upload_format import UploadFormat, upload_format
 
 
 @dataclass(frozen=True)
@@ -281,12 +283,24 @@ class UpstreamSettings:
     circuit_cooldown_s: float = setting(30.0, "seconds an open circuit waits before one probe request", ge=0)
     verify_tls: bool | str = setting(True, "false, or the path of a CA bundle (PEM) for https")
     engine: str = setting("openai", "engine name jobs choose with engine=... (or [engine] default)")
+    upload_format: str = setting("opus", "chunk upload format; if refused: flac, then wav",
+                                 choices=UPLOAD_FORMATS)
+    upload_bitrate: float = setting(32.0, "kb/s of a lossy upload format (opus, mp3)", ge=6, le=160)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"upstream {self.name}: base_url must start with http:// or https://")
         if self.concurrency < 1 or self.retries < 0:
             raise ValueError(f"upstream {self.name}: concurrency must be >= 1 and retries >= 0")
+        try:
+            self.wire_format
+        except ValueError as exc:
+            raise ValueError(f"upstream {self.name}: {exc}") from None
+
+    @property
+    def wire_format(self) -> UploadFormat:
+        """The format chunks are uploaded in to this upstream (until it refuses it)."""
+        return upload_format(self.upload_format, self.upload_bitrate)
 
 
 @dataclass(frozen=True)

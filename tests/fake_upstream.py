@@ -10,7 +10,13 @@ http, and HTTP/2 by ALPN when given a trustme certificate. It answers
 - ``script``: a queue of scripted answers, used one per request before ``default``:
   an ``int`` status, a ``(status, headers)`` tuple, ``"timeout"`` (sleep ``hang_s``, longer
   than any client timeout) or ``"drop"`` (start a response, then close it half sent);
-- ``responder``: a callable ``Call -> dict`` to build the JSON of a 200 answer.
+- ``responder``: a callable ``Call -> dict`` to build the JSON of a 200 answer;
+- ``refuse_formats``: upload formats (``"opus"``, ``"mp3"``, ``"flac"``, ``"wav"``) it answers with
+  ``refuse_status`` and OpenAI's "Invalid file format" message;
+- ``bandwidth_bps``: bits per second every request body shares on its way in (a network link).
+
+It decodes every upload (PyAV) like a real engine: audio it cannot decode is a 400, so a broken
+encoding fails the test; ``Call.audio_format`` and ``Call.duration_s`` come from what it decoded.
 
 Counters: ``requests``, ``calls`` (what each request carried), ``in_flight`` and
 ``max_in_flight`` (requests answered at once), and ``connections`` (distinct client
@@ -29,10 +35,11 @@ import json
 import socket
 import sys
 import threading
-import wave
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import av
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
@@ -50,6 +57,7 @@ class Call:
     client: tuple[str, int] | None
     http_version: str
     sha256: str = ""  # of the uploaded file: ties an answer to the audio it was for
+    audio_format: str | None = None  # "opus", "mp3", "flac", "wav" as decoded (None: not audio)
     path: str = "/v1/audio/transcriptions"
 
     @property
@@ -69,7 +77,11 @@ class FakeUpstream:
     script: collections.deque[Scripted] = field(default_factory=collections.deque)
     default: Scripted = 200
     responder: Callable[[Call], dict[str, Any]] | None = None
+    refuse_formats: set[str] = field(default_factory=set)
+    refuse_status: int = 400
+    bandwidth_bps: float | None = None
     calls: list[Call] = field(default_factory=list)
+    body_bytes: int = 0  # request bodies received, in all
     requests: int = 0
     in_flight: int = 0  # requests being answered now, and the most there ever were at once
     max_in_flight: int = 0
@@ -78,6 +90,7 @@ class FakeUpstream:
 
     def __post_init__(self) -> None:
         self.script = collections.deque(self.script)  # accept a plain list of scripted answers
+        self._link_free_at = 0.0  # when the shared link has carried every byte received so far
 
     @property
     def base_url(self) -> str:
@@ -94,7 +107,7 @@ class FakeUpstream:
         self.script.clear()
         self.calls.clear()
         self.clients.clear()
-        self.requests = self.max_in_flight = 0
+        self.requests = self.max_in_flight = self.body_bytes = 0
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> "FakeUpstream":
@@ -144,7 +157,7 @@ class FakeUpstream:
                 await send({"type": msg["type"] + ".complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body = await _read_body(receive)
+        body = await _read_body(receive, self._through_link)
         path, method = scope["path"], scope["method"]
         if method == "GET" and path == "/v1/models":
             data = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]}
@@ -156,11 +169,12 @@ class FakeUpstream:
     async def _transcribe(self, scope: dict[str, Any], body: bytes, send: Callable[..., Any]) -> None:
         headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope["headers"]}
         fields, files = parse_multipart(headers.get("content-type", ""), body)
-        wav_bytes = files.get("file", b"")
+        audio = files.get("file", b"")
         peer = scope.get("client")
         client = (str(peer[0]), int(peer[1])) if peer else None
-        call = Call(fields, len(wav_bytes), wav_duration(wav_bytes), headers, client, scope["http_version"],
-                    hashlib.sha256(wav_bytes).hexdigest(), scope["path"])
+        audio_format, duration = decode_audio(audio)
+        call = Call(fields, len(audio), duration, headers, client, scope["http_version"],
+                    hashlib.sha256(audio).hexdigest(), audio_format, scope["path"])
         self.requests += 1
         self.calls.append(call)
         if client is not None:
@@ -168,9 +182,24 @@ class FakeUpstream:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if call.audio_format is None:
+                return await _send_json(send, 400, _error("Could not decode the audio file"))
+            if call.audio_format in self.refuse_formats:
+                supported = sorted({"opus", "mp3", "flac", "wav"} - self.refuse_formats)
+                return await _send_json(send, self.refuse_status,
+                                        _error(f"Invalid file format. Supported formats: {supported}"))
             await self._answer(call, send)
         finally:
             self.in_flight -= 1
+
+    async def _through_link(self, size: int) -> None:
+        """Hold a piece of a body until the shared link has carried it (bodies queue on one link)."""
+        self.body_bytes += size
+        if not self.bandwidth_bps:
+            return
+        now = time.monotonic()
+        self._link_free_at = max(self._link_free_at, now) + size * 8 / self.bandwidth_bps
+        await asyncio.sleep(self._link_free_at - now)
 
     async def _answer(self, call: Call, send: Callable[..., Any]) -> None:
         if self.latency_s or self.latency_per_audio_s:
@@ -239,13 +268,18 @@ def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, list[str]
     return fields, files
 
 
-def wav_duration(data: bytes) -> float:
-    """Seconds of audio in a WAV file (0.0 if it is not one)."""
+_FORMATS = {"ogg": "opus", "mp3": "mp3", "flac": "flac", "wav": "wav"}
+
+
+def decode_audio(data: bytes) -> tuple[str | None, float]:
+    """Decode an upload to its last sample: its format and seconds (``(None, 0.0)`` if it is not audio)."""
     try:
-        with wave.open(io.BytesIO(data)) as w:
-            return float(w.getnframes()) / float(w.getframerate())
-    except (wave.Error, EOFError):
-        return 0.0
+        with av.open(io.BytesIO(data), "r") as container:
+            stream = container.streams.audio[0]
+            samples: int = sum(int(frame.samples) for frame in container.decode(stream))
+            return _FORMATS.get(container.format.name.split(",")[0]), samples / float(stream.rate)
+    except (av.FFmpegError, IndexError, ValueError):
+        return None, 0.0
 
 
 def _error(message: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -254,13 +288,14 @@ def _error(message: str, headers: dict[str, str] | None = None) -> dict[str, Any
     return {"error": {"message": message + echo, "type": "fake_error", "param": None, "code": None}}
 
 
-async def _read_body(receive: Callable[..., Any]) -> bytes:
+async def _read_body(receive: Callable[..., Any], link: Callable[[int], Any]) -> bytes:
     chunks = []
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
             break
         chunks.append(msg.get("body", b""))
+        await link(len(chunks[-1]))
         if not msg.get("more_body"):
             break
     return b"".join(chunks)
@@ -280,9 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cert", help="PEM with key and certificate chain (enables TLS)")
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--latency-per-audio-s", type=float, default=0.0)
+    parser.add_argument("--bandwidth-mbps", type=float, default=0.0, help="shared link for request bodies")
     args = parser.parse_args(argv)
-    fake = FakeUpstream(tls_cert_path=args.cert, latency_s=args.latency,
-                        latency_per_audio_s=args.latency_per_audio_s).start()
+    fake = FakeUpstream(tls_cert_path=args.cert, latency_s=args.latency, latency_per_audio_s=args.latency_per_audio_s,
+                        bandwidth_bps=args.bandwidth_mbps * 1e6 or None).start()
     print(fake.port, flush=True)
     sys.stdin.read()
     fake.stop()

@@ -77,10 +77,10 @@ class Server:
 
 @contextmanager
 def running_server(data_dir: Path, env: dict[str, str] | None = None, module: str = "stt_server",
-                   prefix: Sequence[str] = ()) -> Iterator[Server]:
-    """``python -m <module> serve`` on a free port (``module`` may be another launcher with that CLI;
-    ``prefix`` a command that execs the rest, such as ``unshare``)."""
-    port = free_port()
+                   prefix: Sequence[str] = (), port: int | None = None) -> Iterator[Server]:
+    """``python -m <module> serve`` on ``port`` or a free one (``module`` may be another launcher with
+    that CLI; ``prefix`` a command that execs the rest, such as ``unshare``)."""
+    port = port or free_port()
     environ = {**os.environ, "STT_LOG_LEVEL": "warning", **(env or {})}
     process = subprocess.Popen(
         [*prefix, sys.executable, "-m", module, "serve", "--port", str(port), "--data-dir", str(data_dir),

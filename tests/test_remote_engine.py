@@ -59,11 +59,12 @@ async def test_happy_path_parses_verbose_json_and_sends_the_form(fake_upstream: 
     async with running(up(fake_upstream)) as engine:
         assert isinstance(engine.engine, Engine) and engine.engine.ready
         t = await engine.transcribe(chunk(1.0, language="en", prompt="Hello.", word_timestamps=True))
-    assert t.text == "chunk of 32044 bytes" and t.language == "en" and t.duration == 1.0
+    call = fake_upstream.calls[0]
+    assert call.audio_format == "opus" and call.file_bytes < 32044 / 4  # the default upload format
+    assert t.text == f"chunk of {call.file_bytes} bytes" and t.language == "en" and t.duration == 1.0
     (seg,) = t.segments
     assert (seg.start, seg.end, seg.tokens, seg.avg_logprob) == (0.0, 1.0, (1, 2, 3), -0.25)
-    assert [w.word for w in seg.words] == ["chunk", "of", "32044", "bytes"] and seg.words[-1].end == 1.0
-    call = fake_upstream.calls[0]
+    assert [w.word for w in seg.words] == ["chunk", "of", str(call.file_bytes), "bytes"] and seg.words[-1].end == 1.0
     assert call.fields["model"] == [MODEL] and call.fields["response_format"] == ["verbose_json"]
     assert call.fields["timestamp_granularities[]"] == ["segment", "word"]
     assert call.fields["language"] == ["en"] and call.fields["prompt"] == ["Hello."]

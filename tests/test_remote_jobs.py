@@ -21,14 +21,15 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from stt_server.media import pcm_to_wav
-from stt_server.settings import Settings
+from stt_server.media import encode_upload
+from stt_server.settings import Settings, UpstreamSettings
 from tests.conftest import services_of, upload, wait_job
 from tests.conftest_upstream import MakeUpstream, dead_port
 from tests.corpus import build_long_audio
 from tests.fake_upstream import Call, FakeUpstream
 
 MODEL = "openai/whisper-large-v3"
+DEFAULT_FORMAT = UpstreamSettings(name="x", base_url="http://x", model=MODEL).wire_format
 MakeClient = Callable[..., Awaitable[TestClient]]
 
 
@@ -75,7 +76,7 @@ async def expected_texts(client: TestClient, job_id: str, path: Path) -> list[st
     for c in chunks:
         if not c.silent:
             samples = pcm[round(c.start * 16_000):round(c.end * 16_000)].astype(np.float32) / 32768.0
-            texts.append(f"w{hashlib.sha256(pcm_to_wav(samples)).hexdigest()[:12]}")
+            texts.append(f"w{hashlib.sha256(encode_upload(samples, DEFAULT_FORMAT)).hexdigest()[:12]}")
     return texts
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..backoff import RetryPolicy
 from ..transcript import Transcript
+from ..upload_format import WAV_BYTES_PER_SECOND, UploadFormat
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,15 @@ class EngineLimits:
     max_chunk_s: float = 30.0
     max_upload_bytes: int | None = None
     concurrency: int = 2
+    upload_bytes_per_s: float = WAV_BYTES_PER_SECOND  # worst case of the upload format: caps chunk length
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One chunk encoded for the wire, once: the bytes a remote engine sends."""
+
+    format: UploadFormat
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,8 @@ class ChunkRequest:
     chunk_index: int | None = None
     task: str = "transcribe"  # or "translate": the speech in English
     target: str | None = None  # which of the engine's targets to send it to (None: its only one)
+    uploads: tuple[Upload, ...] = ()  # the chunk encoded in its targets' formats, by the decode hop
+    upload: Upload | None = None  # the one to send to ``target`` (the runner picks it per attempt)
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class Target:
     retry: RetryPolicy | None = None  # None: the pipeline's chunk retries
     circuit_threshold: int | None = None
     circuit_cooldown_s: float = 30.0
+    upload: UploadFormat | None = None  # the wire format it takes first (None: raw samples, in-process)
 
 
 @runtime_checkable
@@ -57,7 +70,8 @@ class Engine(Protocol):
 
     An engine makes one attempt per call and raises ``errors.EngineError`` saying what kind of
     failure it met; how much work it gets, retries and circuits are the dispatch runner's. An
-    engine with several upstreams lists them as ``targets`` and sends to ``request.target``.
+    engine with several upstreams lists them as ``targets`` and sends to ``request.target``; one that
+    uploads encoded audio sends ``request.upload`` (the runner encodes it in the target's format).
     """
 
     name: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import re
 import ssl
 import time
 from collections import Counter
@@ -25,11 +26,16 @@ from ..errors import EngineError
 from ..media import SAMPLE_RATE, pcm_to_wav
 from ..settings import UpstreamSettings
 from ..transcript import Transcript
-from .base import ChunkRequest, EngineLimits, Target
+from ..upload_format import UploadFormat
+from .base import ChunkRequest, EngineLimits, Target, Upload
 from .openai_format import parse_verbose_json, request_form, upstream_path
 
 log = structlog.get_logger(__name__)
 
+# A 400 that speaks of the file or its format is the upstream refusing the upload format
+# (OpenAI: "Invalid file format. Supported formats: [...]"); a 415 always is.
+_FORMAT_WORDS = re.compile(r"\b(file|format|codec|decod\w*|media|mime|content.type|ogg|opus|flac|mp3|wav)\b",
+                           re.IGNORECASE)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -64,7 +70,7 @@ class _Upstream:
     def target(self) -> Target:
         s = self.s
         return Target(s.name, s.concurrency, RetryPolicy(1 + s.retries, s.retry_base_s, s.retry_max_s),
-                      s.circuit_threshold, s.circuit_cooldown_s)
+                      s.circuit_threshold, s.circuit_cooldown_s, s.wire_format)
 
     def open(self) -> None:
         s = self.s
@@ -123,8 +129,10 @@ class OpenAIEngine:
         self.name, self.model = name, model or upstreams[0].model
         self.limits = EngineLimits(
             max_chunk_s=min(u.max_chunk_s for u in upstreams),
+            # The planner sizes chunks for the tightest byte limit at the bulkiest format.
             max_upload_bytes=min(u.max_upload_bytes for u in upstreams),
             concurrency=sum(u.concurrency for u in upstreams),
+            upload_bytes_per_s=max(u.wire_format.worst_bytes_per_s for u in upstreams),
         )
         self._ups = {u.name: _Upstream(u, environ.get(u.api_key_env) if u.api_key_env else None) for u in upstreams}
         self.targets = tuple(up.target for up in self._ups.values())
@@ -158,24 +166,27 @@ class OpenAIEngine:
         if not self._started:
             raise EngineError(f"engine {self.name} is not started", retryable=False)
         up = self._ups[request.target] if request.target else next(iter(self._ups.values()))
-        wav = await asyncio.to_thread(pcm_to_wav, request.samples)  # CPU work, off the loop
+        upload = request.upload  # encoded by the pipeline's decode hop; WAV when called directly
+        if upload is None:
+            upload = Upload(UploadFormat("wav"), await asyncio.to_thread(pcm_to_wav, request.samples))
         t0 = time.perf_counter()
         try:
-            result = await self._send(up, wav, len(request.samples) / SAMPLE_RATE, request)
+            result = await self._send(up, upload, len(request.samples) / SAMPLE_RATE, request)
         except _UpstreamFailure as failure:
             up.record(failure.failure, failure.kind, time.perf_counter() - t0)
             raise
         up.record("200", "200", time.perf_counter() - t0)
         return result
 
-    async def _send(self, up: _Upstream, wav: bytes, duration: float,
+    async def _send(self, up: _Upstream, upload: Upload, duration: float,
                     request: ChunkRequest) -> Transcript:
         if up.client is None:  # closed under us: shutting down
             raise EngineError(f"engine {self.name} is closed", retryable=False)
         try:
             async with asyncio.timeout(up.s.timeout_s + up.s.connect_timeout_s):  # whole-attempt bound
                 resp = await up.client.post(upstream_path(request), data=request_form(up.s.model, request),
-                                            files={"file": ("chunk.wav", wav, "audio/wav")},
+                                            files={"file": (upload.format.kind.filename, upload.data,
+                                                            upload.format.kind.mime)},
                                             extensions={"trace": up.trace})
         except (httpx.TimeoutException, TimeoutError):
             raise _UpstreamFailure(up, "timeout", "timeout", against_upstream=True) from None
@@ -189,8 +200,11 @@ class OpenAIEngine:
             except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, or not verbose_json
                 raise _UpstreamFailure(up, f"{code} (invalid response body)", "invalid_response",
                                        against_upstream=True) from None
+        detail = up.redact(_message(resp))
+        refused = code == 415 or (code == 400 and _FORMAT_WORDS.search(detail) is not None)
         raise _UpstreamFailure(up, str(code), str(code), retryable=code in (408, 429) or code >= 500,
-                               against_upstream=code >= 500, detail=up.redact(_message(resp)),
+                               against_upstream=code >= 500, detail=detail,
+                               refused_format=upload.format.spec if refused else None,
                                retry_after=retry_after_seconds(resp.headers.get("retry-after"), time.time()))
 
 
