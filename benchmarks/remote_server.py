@@ -21,8 +21,8 @@ from aiohttp import web
 from stt_server.app import create_app
 from stt_server.engines.base import Engine
 from stt_server.engines.remote import OpenAIEngine, UpstreamSettings
-from stt_server.logs import configure_logging
-from stt_server.memory import tune_malloc
+from stt_server.observability.logs import configure_logging
+from stt_server.observability.memory import tune_malloc
 from stt_server.settings import Settings, load_settings
 
 ENGINE = "openai"

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from stt_server.engines.base import ChunkRequest  # noqa: E402
 from stt_server.engines.remote import OpenAIEngine  # noqa: E402
 from stt_server.settings import UpstreamSettings  # noqa: E402
-from stt_server.media import pcm_to_wav  # noqa: E402
+from stt_server.audio.media import pcm_to_wav  # noqa: E402
 
 SIZES = {"16 KB": 16 * 1024, "512 KB": 512 * 1024, "1 MB (30 s WAV)": 960_044}
 Send = Callable[[ChunkRequest], Awaitable[object]]

@@ -6,22 +6,22 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from . import openapi
-from .auth import auth_middleware
-from .errors import error_middleware
-from .httpsec import security_headers
-from .descriptors import quiet_accept_errors
-from .limits import STREAM_GATE, UPLOAD_GATE, StreamGate, UploadGate
-from .looplag import setup_loop_lag
-from .metrics import METRICS, MetricsCollector
-from .origin import origin_middleware
-from .request_id import echo_request_id, request_id_middleware
-from .routes import admin, health, jobs, openai, session
-from .routes.metrics import routes as metrics_routes
-from .routes.ui import setup_ui
-from .services import SERVICES, EngineFactory, default_engines, open_services, publish
-from .settings import Settings
-from .signedurl import UrlSigner
+from stt_server.http import openapi
+from stt_server.http.auth import auth_middleware
+from stt_server.errors import error_middleware
+from stt_server.http.httpsec import security_headers
+from stt_server.http.descriptors import quiet_accept_errors
+from stt_server.http.limits import STREAM_GATE, UPLOAD_GATE, StreamGate, UploadGate
+from stt_server.observability.looplag import setup_loop_lag
+from stt_server.observability.metrics import METRICS, MetricsCollector
+from stt_server.http.origin import origin_middleware
+from stt_server.http.request_id import echo_request_id, request_id_middleware
+from stt_server.http.routes import admin, health, jobs, openai, session
+from stt_server.http.routes.metrics import routes as metrics_routes
+from stt_server.http.routes.ui import setup_ui
+from stt_server.services import SERVICES, EngineFactory, default_engines, open_services, publish
+from stt_server.settings import Settings
+from stt_server.http.signedurl import UrlSigner
 
 
 def create_app(settings: Settings, engine_factory: EngineFactory = default_engines) -> web.Application:

@@ -13,17 +13,17 @@ from typing import TextIO
 from aiohttp import web
 from tqdm import tqdm
 
-from .apikeys import hash_key
-from .descriptors import raise_nofile_limit
-from .errors import StartupError, STTError
-from .formats import FORMATS, render
-from .intake import JobOptions, accept_upload, wait_finished
-from .languages import parse_language
-from .logs import configure_logging
-from .memory import tune_malloc
-from .services import Services, open_services
-from .settings import Settings, load_settings, render_config
-from .transcript import Transcript
+from stt_server.http.apikeys import hash_key
+from stt_server.http.descriptors import raise_nofile_limit
+from stt_server.errors import StartupError, STTError
+from stt_server.audio.formats import FORMATS, render
+from stt_server.jobs.intake import JobOptions, accept_upload, wait_finished
+from stt_server.audio.languages import parse_language
+from stt_server.observability.logs import configure_logging
+from stt_server.observability.memory import tune_malloc
+from stt_server.services import Services, open_services
+from stt_server.settings import Settings, load_settings, render_config
+from stt_server.audio.transcript import Transcript
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -41,8 +41,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .app import create_app
-    from .auth import bind_refusal, log_auth_mode
+    from stt_server.app import create_app
+    from stt_server.http.auth import bind_refusal, log_auth_mode
 
     settings = _settings(args)
     if args.allow_insecure_bind:

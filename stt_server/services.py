@@ -12,26 +12,26 @@ from typing import AsyncIterator, Callable, Mapping, Sequence
 
 import structlog
 
-from .backoff import RetryPolicy
-from .cache import CacheManager, open_cache
-from .cache_keys import job_cache_keys
-from .dispatch import Dispatch
-from .engines.base import Engine
-from .engines.local import LocalEngine
-from .engines.remote import OpenAIEngine
-from .errors import BadRequest
-from .events import EventBus, Listener
-from .job import Job
-from .jobqueue import JobQueue
-from .lifecycle import Lifecycle
-from .pipeline import Pipeline
-from .recovery import recover
-from .retention import RetentionSweeper, running_sweeper
-from .settings import Settings, UpstreamSettings
-from .spool import Spool
-from .store import Store
-from .webhooks import WebhookSender, open_webhook_sender
-from .workers import Workers
+from stt_server.engines.backoff import RetryPolicy
+from stt_server.cache.manager import CacheManager, open_cache
+from stt_server.cache.keys import job_cache_keys
+from stt_server.engines.dispatch import Dispatch
+from stt_server.engines.base import Engine
+from stt_server.engines.local import LocalEngine
+from stt_server.engines.remote import OpenAIEngine
+from stt_server.errors import BadRequest
+from stt_server.jobs.events import EventBus, Listener
+from stt_server.jobs.job import Job
+from stt_server.jobs.jobqueue import JobQueue
+from stt_server.jobs.lifecycle import Lifecycle
+from stt_server.audio.pipeline import Pipeline
+from stt_server.jobs.recovery import recover
+from stt_server.jobs.retention import RetentionSweeper, running_sweeper
+from stt_server.settings import Settings, UpstreamSettings
+from stt_server.jobs.spool import Spool
+from stt_server.jobs.store import Store
+from stt_server.jobs.webhooks import WebhookSender, open_webhook_sender
+from stt_server.jobs.workers import Workers
 
 log = structlog.get_logger(__name__)
 

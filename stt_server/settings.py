@@ -16,9 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .apikeys import ApiKey, parse_keys
-from .settings_table import (SettingsError, check, comment_lines, hints, render_example, render_section,
-                             setting, unknown)
+from stt_server.http.apikeys import ApiKey, parse_keys
+from stt_server.settings_table import SettingsError, check, comment_lines, hints, render_example, render_section, setting, unknown
 
 PRIORITIES = ("high", "normal", "low")
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
@@ -29,8 +28,8 @@ def name_list(value: str | Iterable[str]) -> tuple[str, ...]:
     """A list setting of names: a TOML array, or comma-separated text from the environment."""
     items = value.split(",") if isinstance(value, str) else value
     return tuple(item.strip().lower() for item in items if item.strip())
-from .upload_format import NAMES as UPLOAD_FORMATS
-from .upload_format import UploadFormat, upload_format
+from stt_server.audio.upload_format import NAMES as UPLOAD_FORMATS
+from stt_server.audio.upload_format import UploadFormat, upload_format
 
 
 @dataclass(frozen=True)

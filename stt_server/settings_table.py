@@ -17,7 +17,7 @@ import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
-from .errors import StartupError
+from stt_server.errors import StartupError
 
 TRUE = ("true", "1", "yes", "on")
 FALSE = ("false", "0", "no", "off")

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import jiwer
 
-from stt_server.media import ffmpeg_exe
+from stt_server.audio.media import ffmpeg_exe
 
 CORPUS_DIR = Path(os.environ.get("STT_CORPUS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from stt_server.engines.base import ChunkRequest, EngineLimits
 from stt_server.settings import Settings
-from stt_server.transcript import Segment, Transcript
+from stt_server.audio.transcript import Segment, Transcript
 
 SAMPLE_RATE = 16_000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stt_server.job import Status
-from stt_server.store import EventRecord, Store
+from stt_server.jobs.job import Status
+from stt_server.jobs.store import EventRecord, Store
 
 EVENT_FOR = {Status.QUEUED: "job.requeued", Status.RUNNING: "job.started", Status.COMPLETED: "job.completed",
              Status.FAILED: "job.failed", Status.CANCELLED: "job.cancelled"}

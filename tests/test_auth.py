@@ -17,10 +17,10 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from stt_server import apikeys
-from stt_server.apikeys import ApiKey, hash_key, match_key, parse_keys
-from stt_server.auth import bearer_token, bind_refusal, is_loopback
+from stt_server.http.apikeys import ApiKey, hash_key, match_key, parse_keys
+from stt_server.http.auth import bearer_token, bind_refusal, is_loopback
 from stt_server.settings import Settings
-from stt_server.signedurl import UrlSigner
+from stt_server.http.signedurl import UrlSigner
 from tests.conftest import services_of
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 

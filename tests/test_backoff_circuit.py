@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stt_server.backoff import RetryPolicy, backoff_delay, retry_after_seconds, retry_delay
-from stt_server.circuit import CircuitBreaker
-from stt_server.dispatch import usable_cpus
+from stt_server.engines.backoff import RetryPolicy, backoff_delay, retry_after_seconds, retry_delay
+from stt_server.engines.circuit import CircuitBreaker
+from stt_server.engines.dispatch import usable_cpus
 
 NOW = 1_700_000_000.0
 

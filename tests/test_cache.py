@@ -8,9 +8,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import pytest
 from structlog.testing import capture_logs
 
-from stt_server.cache import CacheManager, open_cache
-from stt_server.cache_keys import CacheKey, chunk_key, file_key, sha256_hex
-from stt_server.cache_tiers import DiskTier, MemoryTier, Recent, SqliteTier
+from stt_server.cache.manager import CacheManager, open_cache
+from stt_server.cache.keys import CacheKey, chunk_key, file_key, sha256_hex
+from stt_server.cache.tiers import DiskTier, MemoryTier, Recent, SqliteTier
 from stt_server.settings import CacheSettings
 
 

@@ -9,7 +9,7 @@ from typing import AsyncIterator
 
 import pytest
 
-from stt_server.cache_tiers import CacheTier, DiskTier, MemoryTier, SqliteTier
+from stt_server.cache.tiers import CacheTier, DiskTier, MemoryTier, SqliteTier
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pytest
 
-from stt_server.chunking import (Chunk, ChunkPolicy, choose_chunk_length, max_seconds_for_bytes, plan_chunks,
+from stt_server.audio.chunking import (Chunk, ChunkPolicy, choose_chunk_length, max_seconds_for_bytes, plan_chunks,
                                  settled_chunks)
 
 FRAME = 0.1

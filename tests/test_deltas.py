@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from stt_server.deltas import contiguous_end, delta_text, released_by
-from stt_server.transcript import Segment, Transcript
+from stt_server.audio.deltas import contiguous_end, delta_text, released_by
+from stt_server.audio.transcript import Segment, Transcript
 
 
 @pytest.mark.parametrize(("done", "start", "end"), [

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stt_server.backoff import RetryPolicy
-from stt_server.detection import DETECT_SECONDS, with_detected_language
-from stt_server.dispatch import Runner
-from stt_server.job import Job, Status
+from stt_server.engines.backoff import RetryPolicy
+from stt_server.audio.detection import DETECT_SECONDS, with_detected_language
+from stt_server.engines.dispatch import Runner
+from stt_server.jobs.job import Job, Status
 from tests.gated_engine import GatedEngine
 
 

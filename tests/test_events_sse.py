@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from stt_server.events import EVENT_NAMES, TERMINAL_EVENTS
+from stt_server.jobs.events import EVENT_NAMES, TERMINAL_EVENTS
 from stt_server.settings import Settings
 from tests.conftest import services_of, upload, wait_job
 from tests.gated_engine import GatedEngine, factory_for, gated_settings

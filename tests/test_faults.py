@@ -22,7 +22,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from stt_server.store import Store
+from stt_server.jobs.store import Store
 from tests.conftest import services_of, wait_job
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 from tests.serverproc import running_server
@@ -71,8 +71,8 @@ async def test_l2_and_l3_corrupted_mid_run_degrade_and_jobs_complete(make_client
 WRITER = r"""
 import asyncio, sys, time
 from pathlib import Path
-from stt_server.job import Job, Status, new_job_id
-from stt_server.store import EventRecord, Store
+from stt_server.jobs.job import Job, Status, new_job_id
+from stt_server.jobs.store import EventRecord, Store
 
 async def main(path: str) -> None:
     store = await Store.open(Path(path))

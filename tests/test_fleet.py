@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 from aiohttp.test_utils import TestClient
 
-from stt_server.events import Event
+from stt_server.jobs.events import Event
 from stt_server.settings import Settings
 from tests.conftest import services_of, upload, wait_job
 from tests.corpus import build_long_audio, wer

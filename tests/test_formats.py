@@ -8,8 +8,8 @@ import re
 import pytest
 
 from stt_server.errors import BadRequest
-from stt_server.formats import FORMATS, format_timestamp, render
-from stt_server.transcript import Segment, Transcript, Word
+from stt_server.audio.formats import FORMATS, format_timestamp, render
+from stt_server.audio.transcript import Segment, Transcript, Word
 
 TEXT = "text/plain; charset=utf-8"
 

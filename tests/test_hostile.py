@@ -15,13 +15,13 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from stt_server.apikeys import hash_key
-from stt_server.descriptors import AcceptErrorLog, stream_cap
+from stt_server.http.apikeys import hash_key
+from stt_server.http.descriptors import AcceptErrorLog, stream_cap
 from stt_server.errors import InvalidAudio
-from stt_server.httpsec import audio_content_type, content_disposition, page_csp
-from stt_server.limits import STREAM_GATE
-from stt_server.media import probe
-from stt_server.origin import cross_site_refusal, host_allowed, same_origin
+from stt_server.http.httpsec import audio_content_type, content_disposition, page_csp
+from stt_server.http.limits import STREAM_GATE
+from stt_server.audio.media import probe
+from stt_server.http.origin import cross_site_refusal, host_allowed, same_origin
 from stt_server.settings import Settings
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 
@@ -385,7 +385,7 @@ def test_probe_accepts_the_edges_of_the_rate_range(tmp_path: Path) -> None:
 def test_decoder_messages_stay_in_the_log(tmp_path: Path) -> None:
     import structlog
 
-    from stt_server.media import UNDECODABLE, energy_envelope
+    from stt_server.audio.media import UNDECODABLE, energy_envelope
 
     path = tmp_path / "secret-dir" / "junk.wav"
     path.parent.mkdir()

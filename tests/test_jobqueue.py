@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stt_server.errors import TooManyRequests
-from stt_server.jobqueue import JobQueue, QueuedJob, effective_rank, schedule
+from stt_server.jobs.jobqueue import JobQueue, QueuedJob, effective_rank, schedule
 
 
 def _entries(rows: list[tuple[str, str, float, str]]) -> list[QueuedJob]:

@@ -6,10 +6,10 @@ import pytest
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from stt_server.errors import BadRequest
-from stt_server.languages import LANGUAGES, check_capable, language_code, language_name, parse_language
-from stt_server.merge import spoken_language
-from stt_server.chunking import Chunk
-from stt_server.transcript import Segment, Transcript
+from stt_server.audio.languages import LANGUAGES, check_capable, language_code, language_name, parse_language
+from stt_server.audio.merge import spoken_language
+from stt_server.audio.chunking import Chunk
+from stt_server.audio.transcript import Segment, Transcript
 
 
 def test_the_table_is_whispers() -> None:

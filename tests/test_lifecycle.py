@@ -10,9 +10,9 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp.test_utils import TestClient
 
-from stt_server.events import TERMINAL_EVENTS
-from stt_server.intake import JobOptions, accept_upload, wait_finished
-from stt_server.job import Job, Status
+from stt_server.jobs.events import TERMINAL_EVENTS
+from stt_server.jobs.intake import JobOptions, accept_upload, wait_finished
+from stt_server.jobs.job import Job, Status
 from stt_server.services import Services, open_services
 from stt_server.settings import Settings
 from tests.conftest import services_of, upload, wait_job

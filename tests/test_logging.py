@@ -13,9 +13,9 @@ import structlog
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from stt_server.logs import configure_logging
-from stt_server.redact import REDACTED, Redactor, secret_values_from_env
-from stt_server.request_id import request_id_from
+from stt_server.observability.logs import configure_logging
+from stt_server.observability.redact import REDACTED, Redactor, secret_values_from_env
+from stt_server.http.request_id import request_id_from
 from stt_server.settings import Settings
 from tests.conftest import wait_job
 from tests.gated_engine import GatedEngine, factory_for, gated_settings

@@ -8,7 +8,7 @@ import time
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from stt_server.looplag import LOOP_LAG, LoopLagMonitor
+from stt_server.observability.looplag import LOOP_LAG, LoopLagMonitor
 
 
 def test_summary_of_observations() -> None:

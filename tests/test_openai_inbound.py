@@ -9,10 +9,10 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
-from stt_server.apikeys import hash_key
+from stt_server.http.apikeys import hash_key
 from stt_server.engines.base import ChunkRequest, EngineLimits
 from stt_server.errors import EngineError
-from stt_server.transcript import Transcript
+from stt_server.audio.transcript import Transcript
 from tests import openai_schemas as schemas
 from tests.conftest import services_of
 from tests.corpus import wer

@@ -11,9 +11,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings as hypothesis_settings
 
-from stt_server.apikeys import hash_key
+from stt_server.http.apikeys import hash_key
 from stt_server.app import create_app
-from stt_server.openapi import document
+from stt_server.http.openapi import document
 from stt_server.settings import Settings, load_settings
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 from tests.liveapp import serving
@@ -35,7 +35,7 @@ def _routes(settings: Settings) -> set[tuple[str, str]]:
 def test_every_route_is_documented_and_nothing_else(settings: Settings) -> None:
     documented = {(method, path) for path, ops in document()["paths"].items() for method in ops}
     served = _routes(settings)
-    assert served - documented == set(), "routes missing from stt_server/openapi.py"
+    assert served - documented == set(), "routes missing from stt_server/http/openapi.py"
     assert documented - served == set(), "documented operations the app does not serve"
 
 

@@ -11,9 +11,9 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from stt_server.apikeys import hash_key
-from stt_server.limits import UPLOAD_GATE
-from stt_server.ratelimit import Bucket, RateLimiter, take
+from stt_server.http.apikeys import hash_key
+from stt_server.http.limits import UPLOAD_GATE
+from stt_server.http.ratelimit import Bucket, RateLimiter, take
 from stt_server.settings import Settings
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stt_server.intake import JobOptions, accept_upload
-from stt_server.job import Status
+from stt_server.jobs.intake import JobOptions, accept_upload
+from stt_server.jobs.job import Status
 from stt_server.services import open_services
 from stt_server.settings import Settings
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from stt_server.backoff import RetryPolicy
-from stt_server.dispatch import OnEvent, Runner
+from stt_server.engines.backoff import RetryPolicy
+from stt_server.engines.dispatch import OnEvent, Runner
 from stt_server.engines.base import ChunkRequest, Engine
 from stt_server.engines.openai_format import parse_verbose_json
 from stt_server.engines.remote import OpenAIEngine

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from stt_server.media import encode_upload
+from stt_server.audio.media import encode_upload
 from stt_server.settings import Settings, UpstreamSettings
 from tests.conftest import services_of, upload, wait_job
 from tests.conftest_upstream import MakeUpstream, dead_port

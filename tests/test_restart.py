@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stt_server.chunking import Chunk
-from stt_server.intake import JobOptions, accept_upload, wait_finished
-from stt_server.job import Job, Status
-from stt_server.pipeline import _Run
+from stt_server.audio.chunking import Chunk
+from stt_server.jobs.intake import JobOptions, accept_upload, wait_finished
+from stt_server.jobs.job import Job, Status
+from stt_server.audio.pipeline import _Run
 from stt_server.services import Services, open_services
 from stt_server.settings import Settings
-from stt_server.transcript import Transcript
+from stt_server.audio.transcript import Transcript
 from tests.corpus import build_long_audio
 from tests.jobstate import settle
 

@@ -11,13 +11,13 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from stt_server.errors import InsufficientStorage
-from stt_server.events import EventBus
-from stt_server.job import Job, Status, new_job_id
-from stt_server.cache_keys import job_file_key
-from stt_server.retention import RetentionSweeper, due_for_deletion
+from stt_server.jobs.events import EventBus
+from stt_server.jobs.job import Job, Status, new_job_id
+from stt_server.cache.keys import job_file_key
+from stt_server.jobs.retention import RetentionSweeper, due_for_deletion
 from stt_server.settings import RetentionSettings, Settings
-from stt_server.spool import Spool
-from stt_server.store import RetentionRecord, Store
+from stt_server.jobs.spool import Spool
+from stt_server.jobs.store import RetentionRecord, Store
 from tests.conftest import services_of, upload, wait_job
 from tests.jobstate import settle
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from stt_server.apikeys import hash_key
+from stt_server.http.apikeys import hash_key
 from tests.serverproc import Server, running_server
 
 pytestmark = pytest.mark.timeout(300)

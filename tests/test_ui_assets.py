@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from stt_server.job import Status
+from stt_server.jobs.job import Status
 from stt_server.errors import StartupError
-from stt_server.routes.ui import build_site, fingerprint, module_closure, page_files, setup_ui, static_imports
+from stt_server.http.routes.ui import build_site, fingerprint, module_closure, page_files, setup_ui, static_imports
 from tests.conftest import ROOT
 
 STATIC = ROOT / "static"

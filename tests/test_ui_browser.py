@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from stt_server.apikeys import hash_key
+from stt_server.http.apikeys import hash_key
 from stt_server.app import create_app
 from stt_server.services import default_engines
 from stt_server.settings import Settings
-from stt_server.transcript import Segment, Transcript
+from stt_server.audio.transcript import Segment, Transcript
 from tests.browser import artifact, browser_context
 from tests.gated_engine import GatedEngine
 

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from stt_server.backoff import RetryPolicy
-from stt_server.cache_keys import job_chunk_key, job_file_key
-from stt_server.dispatch import Runner
+from stt_server.engines.backoff import RetryPolicy
+from stt_server.cache.keys import job_chunk_key, job_file_key
+from stt_server.engines.dispatch import Runner
 from stt_server.engines.base import ChunkRequest, Upload
 from stt_server.engines.remote import OpenAIEngine
 from stt_server.errors import EngineError
-from stt_server.job import Job, Status
-from stt_server.media import encode_upload
-from stt_server.pipeline import chunk_policy
+from stt_server.jobs.job import Job, Status
+from stt_server.audio.media import encode_upload
+from stt_server.audio.pipeline import chunk_policy
 from stt_server.settings import PipelineSettings, Settings, UpstreamSettings
-from stt_server.upload_format import HEADER_BYTES, UploadFormat, fallback, upload_format, wire_spec
+from stt_server.audio.upload_format import HEADER_BYTES, UploadFormat, fallback, upload_format, wire_spec
 from tests.conftest import services_of, upload, wait_job
 from tests.conftest_upstream import MakeUpstream
 from tests.corpus import build_long_audio

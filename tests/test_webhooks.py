@@ -16,12 +16,12 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from stt_server.events import EventBus
-from stt_server.job import Job, Status, new_job_id
+from stt_server.jobs.events import EventBus
+from stt_server.jobs.job import Job, Status, new_job_id
 from stt_server.settings import Settings, WebhookSettings
-from stt_server.store import Store
-from stt_server.webhook_target import GuardedResolver, address_refusal, check_webhook_url, redact_url
-from stt_server.webhooks import (SIGNATURE_HEADER, WebhookSender, delivered, sign, verify, webhook_view,
+from stt_server.jobs.store import Store
+from stt_server.jobs.webhook_target import GuardedResolver, address_refusal, check_webhook_url, redact_url
+from stt_server.jobs.webhooks import (SIGNATURE_HEADER, WebhookSender, delivered, sign, verify, webhook_view,
                                  worth_retrying)
 from stt_server.errors import BadRequest
 from tests.conftest import services_of, upload, wait_job

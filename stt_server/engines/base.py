@@ -7,9 +7,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..backoff import RetryPolicy
-from ..transcript import Transcript
-from ..upload_format import WAV_BYTES_PER_SECOND, UploadFormat
+from stt_server.engines.backoff import RetryPolicy
+from stt_server.audio.transcript import Transcript
+from stt_server.audio.upload_format import WAV_BYTES_PER_SECOND, UploadFormat
 
 
 @dataclass(frozen=True)

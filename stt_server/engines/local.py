@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import structlog
 
-from .. import multilingual
-from ..errors import EngineError
-from ..settings import LocalEngineSettings
-from ..transcript import Segment, Transcript, Word
-from .base import ChunkRequest, EngineLimits, Target
+from stt_server.engines import multilingual
+from stt_server.errors import EngineError
+from stt_server.settings import LocalEngineSettings
+from stt_server.audio.transcript import Segment, Transcript, Word
+from stt_server.engines.base import ChunkRequest, EngineLimits, Target
 
 log = structlog.get_logger(__name__)
 

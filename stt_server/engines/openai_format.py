@@ -9,9 +9,9 @@ from __future__ import annotations
 import bisect
 from typing import Any, Mapping
 
-from ..languages import language_code
-from ..transcript import Segment, Transcript, Word
-from .base import ChunkRequest
+from stt_server.audio.languages import language_code
+from stt_server.audio.transcript import Segment, Transcript, Word
+from stt_server.engines.base import ChunkRequest
 
 def upstream_path(request: ChunkRequest) -> str:
     """The upstream route for the request's task (relative to the upstream's base URL)."""

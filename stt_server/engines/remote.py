@@ -21,14 +21,14 @@ import httpx
 import structlog
 from h2.exceptions import H2Error
 
-from ..backoff import RetryPolicy, retry_after_seconds
-from ..errors import EngineError
-from ..media import SAMPLE_RATE, pcm_to_wav
-from ..settings import UpstreamSettings
-from ..transcript import Transcript
-from ..upload_format import UploadFormat
-from .base import ChunkRequest, EngineLimits, Target, Upload
-from .openai_format import parse_verbose_json, request_form, upstream_path
+from stt_server.engines.backoff import RetryPolicy, retry_after_seconds
+from stt_server.errors import EngineError
+from stt_server.audio.media import SAMPLE_RATE, pcm_to_wav
+from stt_server.settings import UpstreamSettings
+from stt_server.audio.transcript import Transcript
+from stt_server.audio.upload_format import UploadFormat
+from stt_server.engines.base import ChunkRequest, EngineLimits, Target, Upload
+from stt_server.engines.openai_format import parse_verbose_json, request_form, upstream_path
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,1 @@
+"""The three-tier cache (memory, disk, SQLite) and its content-addressed keys."""
