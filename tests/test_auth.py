@@ -16,7 +16,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from stt_server import apikeys
+from stt_server.http import apikeys
 from stt_server.http.apikeys import ApiKey, hash_key, match_key, parse_keys
 from stt_server.http.auth import bearer_token, bind_refusal, is_loopback
 from stt_server.settings import Settings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stt_server import media
+from stt_server.audio import media
 from tests.corpus import CORPUS_DIR, build_long_audio, normalise, references, speech_files, wer
 
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from stt_server import media
+from stt_server.audio import media
 from stt_server.errors import InvalidAudio
 from tests.conftest import services_of
 from tests.gated_engine import GatedEngine, factory_for, gated_settings

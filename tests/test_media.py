@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stt_server import media
+from stt_server.audio import media
 from stt_server.errors import InvalidAudio
 from tests.corpus import CORPUS_DIR, build_long_audio
 

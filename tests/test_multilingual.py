@@ -11,7 +11,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
-from stt_server import multilingual
+from stt_server.engines import multilingual
 from stt_server.audio.languages import language_name
 from stt_server.settings import Settings
 from tests import openai_schemas as schemas
