@@ -56,15 +56,19 @@ class Speedup:
 
 
 def measure_speedup(audio: Path, latency: LatencyModel, concurrency: int = CONCURRENCY,
-                    step: Callable[[str], None] = lambda _: None) -> Speedup:
-    """Run ``audio`` through a fresh server twice: chunk concurrency 1, then the default (parallel)."""
+                    step: Callable[[str], None] = lambda _: None, upload_format: str = "wav") -> Speedup:
+    """Run ``audio`` through a fresh server twice: chunk concurrency 1, then the default (parallel).
+
+    Chunks go up as WAV by default: this measures how well the dispatch overlaps upstream latency.
+    What encoding a compressed format costs (CPU per chunk) is the wire scenario's measure."""
     times: dict[str, float] = {}
     with fake_upstream(latency) as fake:
         for mode, chunk_concurrency in (("serial", 1), ("parallel", 0)):
             fake.reset()
             with tempfile.TemporaryDirectory(prefix="bench-remote-") as data, remote_server(
                     Path(data), fake.base_url, concurrency,
-                    env={"STT_PIPELINE_CHUNK_CONCURRENCY": str(chunk_concurrency)}) as server:
+                    env={"STT_PIPELINE_CHUNK_CONCURRENCY": str(chunk_concurrency),
+                         "STT_BENCH_UPLOAD_FORMAT": upload_format}) as server:
                 times[mode] = run_job(server, audio, language="en")["seconds"]
             step(f"{mode}: {times[mode]:.2f} s, {fake.requests} upstream calls")
         upstream_s = sum(latency.of(call.duration_s) for call in fake.calls)
@@ -75,7 +79,7 @@ def _pipeline_rows(runs: list[Speedup], latency: LatencyModel, audio: str) -> li
     serial, parallel = median([r.serial_s for r in runs]), median([r.parallel_s for r in runs])
     first = runs[0]
     speedup = serial / parallel
-    where = (f"{audio}, {first.calls} chunks, latency {latency}, concurrency {first.concurrency}; "
+    where = (f"{audio}, {first.calls} WAV chunks, latency {latency}, concurrency {first.concurrency}; "
              f"ideal {first.ideal_speedup:.1f}× in whole rounds; {speedup / first.ideal_speedup:.2f} of it")
     return [
         Row("remote engine", f"parallel vs one chunk at a time ({where})", secs(parallel), secs(serial),

@@ -423,20 +423,19 @@ def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120
     if fmt.name == "wav":
         return pcm_to_wav(samples)
     kind = fmt.kind
-    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1",
-            "-i", "pipe:0", "-c:a", kind.codec]
-    if fmt.bitrate:
-        args += ["-b:a", str(fmt.bitrate)]
-    if fmt.name == "opus":
-        args += ["-vbr", "constrained"]  # keeps Opus near its bitrate, so the planner's worst case holds
+    codec = ["-c:a", kind.codec, *(["-b:a", str(fmt.bitrate)] if fmt.bitrate else []),
+             # constrained VBR keeps Opus near its bitrate, so the planner's worst case holds
+             *(["-vbr", "constrained"] if fmt.name == "opus" else [])]
     # To a file, not a pipe: the MP3 and FLAC muxers seek back to finish their headers (the encoder
     # delay a decoder trims, the total length); on a pipe an MP3 would start 70 ms late.
     with tempfile.TemporaryDirectory(prefix="stt-encode-") as tmp:
         out = os.path.join(tmp, kind.filename)
-        args += ["-fflags", "+bitexact", "-f", kind.container, "-y", out]
         try:
-            done = subprocess.run(args, input=_to_int16(samples).tobytes(), capture_output=True, timeout=timeout_s,
-                                  check=False)
+            done = subprocess.run(
+                [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar",
+                 str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", *codec, "-fflags", "+bitexact", "-f", kind.container,
+                 "-y", out],
+                input=_to_int16(samples).tobytes(), capture_output=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"encoding a chunk as {fmt.spec} took longer than {timeout_s:g} s") from None
         if done.returncode != 0:
