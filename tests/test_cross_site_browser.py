@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from stt_server.app import create_app
 from stt_server.settings import Settings
-from tests.browser import browser_context, ensure_chromium
+from tests.browser import browser_context
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
 from tests.test_hostile import POLYGLOT
 
@@ -23,13 +23,6 @@ pytest.importorskip("playwright.async_api", reason="the playwright package is no
 pytestmark = pytest.mark.timeout(900)
 
 MakeServer = Callable[..., Awaitable[TestServer]]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> None:
-    reason = ensure_chromium()
-    if reason:
-        pytest.skip(reason)
 
 
 def attacker_page(target: str) -> str:
