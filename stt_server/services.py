@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 import os
 import time
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ class Services:
     _starting: asyncio.Task[None] | None = field(default=None, repr=False)
     webhooks: WebhookSender | None = None
     # Audio seconds of uploads past the quota check whose job rows are not written yet, per owner.
-    audio_reserved: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    audio_reserved: dict[str, float] = field(default_factory=dict)
     sweeper: RetentionSweeper | None = None
 
     def engine_for(self, name: str | None) -> Engine:

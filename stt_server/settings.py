@@ -24,10 +24,10 @@ COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16
                  "float32", "default", "auto")
 
 
-def name_list(value: str | Iterable[str]) -> tuple[str, ...]:
-    """A list setting of names: a TOML array, or comma-separated text from the environment."""
-    items = value.split(",") if isinstance(value, str) else value
-    return tuple(item.strip().lower() for item in items if item.strip())
+def name_list(value: Iterable[str]) -> tuple[str, ...]:
+    """Host names as compared: trimmed, lower-case, no empty ones (the settings table has already
+    split the environment's comma-separated text into items)."""
+    return tuple(item.strip().lower() for item in value if item.strip())
 from stt_server.audio.upload_format import NAMES as UPLOAD_FORMATS
 from stt_server.audio.upload_format import UploadFormat, upload_format
 

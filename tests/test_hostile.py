@@ -431,4 +431,4 @@ async def test_two_uploads_side_by_side_cannot_both_slip_under_the_audio_quota(
     await error_of(await client.post("/v1/jobs", data=form(tone_wav(1.0), "b.wav")), 429, "audio_quota")
     go_on.set()
     assert (await first).status == 202
-    assert not any(svc.audio_reserved.values())  # every hold given back once its row exists
+    assert svc.audio_reserved == {}  # every hold given back once its row exists, and no owner left behind

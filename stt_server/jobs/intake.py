@@ -79,7 +79,7 @@ async def accept_upload(svc: Services, spooled: SpooledFile, filename: str, opti
         finally:
             svc.spool.release(spooled.sha256)
     finally:
-        svc.audio_reserved[options.owner or ""] -= reserved  # the job row counts it from here on
+        _release_audio(svc, options.owner, reserved)  # the job row counts it from here on
 
 
 async def _record(svc: Services, spooled: SpooledFile, filename: str, options: JobOptions, engine: Engine,
@@ -107,13 +107,24 @@ async def _reserve_audio(svc: Services, owner: str | None, duration_s: float) ->
     quota = svc.settings.limits.max_queued_audio_s
     if owner is None or quota <= 0:
         return 0.0
-    used = await svc.store.unfinished_audio_s(owner) + svc.audio_reserved[owner]  # no await between
+    used = await svc.store.unfinished_audio_s(owner) + svc.audio_reserved.get(owner, 0.0)  # no await between
     if used + duration_s > quota:                                                # the sum and the hold
         raise TooManyRequests(f"too much audio waiting: at most {quota:.0f} s queued or running at once "
                               f"({used:.0f} s now); retry when some jobs have finished",
                               code="audio_quota", headers={"Retry-After": "60"})
-    svc.audio_reserved[owner] += duration_s
+    svc.audio_reserved[owner] = svc.audio_reserved.get(owner, 0.0) + duration_s
     return duration_s
+
+
+def _release_audio(svc: Services, owner: str | None, seconds: float) -> None:
+    """Give back a hold; an owner with nothing held leaves the map (owners without keys are addresses)."""
+    if owner is None or not seconds:
+        return
+    left = svc.audio_reserved.get(owner, 0.0) - seconds
+    if left > 1e-6:
+        svc.audio_reserved[owner] = left
+    else:
+        svc.audio_reserved.pop(owner, None)
 
 
 def _safe_name(filename: str | None) -> str:
