@@ -100,7 +100,7 @@ def _unpack() -> Path:
 
 def _decode_g722(blob: bytes) -> np.ndarray:
     with av.open(io.BytesIO(blob), format="g722") as container:
-        frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+        frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]  # type: ignore[union-attr]
     return np.concatenate(frames).astype(np.int16)
 
 
