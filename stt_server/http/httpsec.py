@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from typing import Iterable
+from typing import Iterable, MutableMapping
 from urllib.parse import quote
 
 from aiohttp import web
@@ -63,9 +63,14 @@ def page_csp(html: str) -> str:
             "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
+def secure(headers: MutableMapping[str, str]) -> None:
+    """Add the headers every response carries (a response's own CSP is kept)."""
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers.setdefault("Content-Security-Policy", FILE_CSP)
+    headers.setdefault("X-Frame-Options", "DENY")
+
+
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the headers every response carries (a handler's own CSP is kept)."""
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers.setdefault("Content-Security-Policy", FILE_CSP)
-    response.headers.setdefault("X-Frame-Options", "DENY")
+    """``on_response_prepare``: :func:`secure` on every response the app answers."""
+    secure(response.headers)
