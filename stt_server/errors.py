@@ -6,6 +6,9 @@ from typing import Any, Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import (BadHttpMethod, BadStatusLine, ContentEncodingError, ContentLengthError,
+                                     DecompressSizeError, HttpProcessingError, InvalidHeader, InvalidURLError,
+                                     LineTooLong, TransferEncodingError)
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +38,14 @@ class STTError(Exception):
 class BadRequest(STTError):
     status = 400
     type = "invalid_request_error"
+
+
+class MalformedRequest(BadRequest):
+    """A request HTTP itself cannot read: its request line, its headers or its body's framing. The
+    connection is closed after the answer (where a next request would begin is unknown)."""
+
+    code = "malformed_request"
+    close_connection = True
 
 
 class InvalidAudio(BadRequest):
@@ -161,6 +172,40 @@ class StartupError(Exception):
     """The server cannot start as configured or installed; the command line prints it and exits 2."""
 
 
+# aiohttp's parser messages quote the request's bytes and the parser's own wording; an answer names
+# only the kind of fault. By the exception's class first, then by words of llhttp's reason (the C
+# parser raises a plain BadHttpMessage for most faults; its reason is the text before ":\n").
+_FAULTS_BY_CLASS: tuple[tuple[type[HttpProcessingError], str], ...] = (
+    (LineTooLong, "request line or header too long"),
+    (BadHttpMethod, "invalid method"),
+    (BadStatusLine, "malformed request line"),
+    (InvalidURLError, "invalid URL"),
+    (InvalidHeader, "invalid header"),
+    (TransferEncodingError, "bad chunked encoding"),
+    (ContentLengthError, "bad Content-Length"),
+    (DecompressSizeError, "body too large once decompressed"),
+    (ContentEncodingError, "bad Content-Encoding"),
+)
+_FAULTS_BY_WORD = (("too many headers", "too many headers"), ("chunk", "bad chunked encoding"),
+                   ("transfer-encoding", "bad Transfer-Encoding"), ("content-length", "bad Content-Length"),
+                   ("header", "invalid header"), ("method", "invalid method"), ("version", "malformed request line"))
+
+
+def parse_fault(exc: BaseException | None) -> str:
+    """A few safe words for what aiohttp's parser refused, such as "bad chunked encoding"."""
+    if isinstance(exc, web.RequestPayloadError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # a body's fault, wrapped with the parser's words in its message
+    for kind, fault in _FAULTS_BY_CLASS:
+        if isinstance(exc, kind):
+            return fault
+    reason = str(getattr(exc, "message", "")).partition(":\n")[0].lower()
+    return next((fault for word, fault in _FAULTS_BY_WORD if word in reason), "malformed request")
+
+
+def malformed(exc: BaseException | None) -> MalformedRequest:
+    return MalformedRequest(f"bad HTTP request: {parse_fault(exc)}")
+
+
 def error_response(err: STTError) -> web.Response:
     response = web.json_response(err.body(), status=err.status, headers=err.headers)
     if err.close_connection:
@@ -184,6 +229,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Every error leaves as JSON in OpenAI's shape; nothing leaves as a stack trace."""
     try:
         return await handler(request)
+    except web.RequestPayloadError as exc:  # the body broke off mid-way: bad framing or encoding
+        return error_response(malformed(exc))
     except STTError as err:
         if err.status >= 500:
             log.warning("request_failed", path=request.path, status=err.status, error=err.message)

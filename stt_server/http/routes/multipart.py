@@ -12,10 +12,10 @@ import asyncio
 from typing import AsyncIterator, Awaitable, TypeVar
 
 from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, PayloadEncodingError
 
 from stt_server.http.auth import PRINCIPAL
-from stt_server.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from stt_server.errors import BadRequest, PayloadTooLarge, RequestTimeout, malformed
 from stt_server.settings import ServerSettings
 from stt_server.jobs.spool import Spool, SpooledFile
 
@@ -136,6 +136,8 @@ async def read_upload(request: web.Request, server: ServerSettings,
     except (ValueError, HttpProcessingError) as exc:  # bad part headers raise the latter
         if spooled is not None:
             spool.discard(spooled)
+        if isinstance(exc, PayloadEncodingError):  # the body's framing or encoding (the pure-Python parser)
+            raise malformed(exc) from exc
         reason = getattr(exc, "message", None) or str(exc)
         raise BadRequest(f"malformed multipart body: {reason}"[:500]) from exc
     except BaseException:
