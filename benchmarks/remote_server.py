@@ -13,14 +13,14 @@ No model is loaded: the server's own memory and the decode/chunk/merge path are 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 from typing import Any, Mapping
-
-from aiohttp import web
 
 from stt_server.app import create_app
 from stt_server.engines.base import Engine
 from stt_server.engines.remote import OpenAIEngine, UpstreamSettings
+from stt_server.http.wire import serve
 from stt_server.observability.logs import configure_logging
 from stt_server.observability.memory import tune_malloc
 from stt_server.settings import Settings, load_settings
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     factory = engine_factory(os.environ["STT_BENCH_UPSTREAM_URL"],
                              int(os.environ.get("STT_BENCH_UPSTREAM_CONCURRENCY", "8")),
                              os.environ.get("STT_BENCH_UPLOAD_FORMAT", "opus"))
-    web.run_app(create_app(settings, factory), host="127.0.0.1", port=args.port, print=None, shutdown_timeout=5.0)
+    asyncio.run(serve(create_app(settings, factory), "127.0.0.1", args.port, shutdown_timeout=5.0,
+                      keepalive_timeout=75.0))
 
 
 if __name__ == "__main__":

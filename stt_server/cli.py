@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from aiohttp import web
 from tqdm import tqdm
 
 from stt_server.http.apikeys import hash_key
@@ -43,6 +42,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from stt_server.app import create_app
     from stt_server.http.auth import bind_refusal, log_auth_mode
+    from stt_server.http.wire import serve
 
     settings = _settings(args)
     if args.allow_insecure_bind:
@@ -58,8 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"stt_server listening on http://{settings.server.host}:{settings.server.port}", file=sys.stderr)
     # aiohttp closes a connection that has not sent a whole request within keepalive_timeout of
     # opening (or of its last answer): the deadline for headers, and for idle connections.
-    web.run_app(app, host=settings.server.host, port=settings.server.port, print=None,
-                shutdown_timeout=10.0, keepalive_timeout=settings.server.header_timeout_s)
+    asyncio.run(serve(app, settings.server.host, settings.server.port, shutdown_timeout=10.0,
+                      keepalive_timeout=settings.server.header_timeout_s))
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from aiohttp import web
 
 from stt_server.app import create_app
+from stt_server.http.wire import AppRunner
 from stt_server.settings import Settings
 from tests.serverproc import free_port
 
@@ -24,10 +25,10 @@ def serving(settings: Settings, **app_kwargs: Any) -> Iterator[str]:
     port = free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
-    runner: list[web.AppRunner] = []
+    runner: list[AppRunner] = []
 
     async def start() -> None:
-        app_runner = web.AppRunner(create_app(settings, **app_kwargs), shutdown_timeout=5.0)
+        app_runner = AppRunner(create_app(settings, **app_kwargs), shutdown_timeout=5.0)
         await app_runner.setup()
         await web.TCPSite(app_runner, "127.0.0.1", port).start()
         runner.append(app_runner)
