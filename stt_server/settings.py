@@ -119,10 +119,13 @@ class LocalEngineSettings:
                          "or a local CTranslate2 model directory also works.")
     compute_type: str = setting("int8", "CTranslate2 compute type: int8 is the fastest on CPU.",
                                 choices=COMPUTE_TYPES)
-    workers: int = setting(1, "Model calls that run at once. On a 2-core machine 1 call x 2 threads keeps "
-                           "the server's peak under 300 MB (269 MB for a 10-minute file); 2 x 1 is about "
-                           "1.3x faster end to end but peaks near 345 MB (two calls at once each hold their "
-                           "own working buffers).", ge=1)
+    workers: int = setting(1, "Batched model calls that run at once (each holds its own working buffers: "
+                           "on a 2-core machine one call on both cores is the fastest and the smallest).", ge=1)
+    batch_size: int = setting(4, "Chunks decoded together in one model call, from any job, in queue order "
+                              "(continuous batching). Each costs about 25 MB of decoder cache while it runs.",
+                              ge=1, le=64)
+    batch_wait_ms: float = setting(20.0, "How long a model call waits for more chunks when its batch is not "
+                                   "full; a lone short job waits no longer than this.", ge=0)
     threads: int = setting(2, "CPU threads of each model call (0: CTranslate2 chooses).", ge=0)
     beam_size: int = setting(1, "Beam width: 1 is greedy decoding, several times faster than 5 on CPU at a "
                              "small cost in accuracy.", ge=1)

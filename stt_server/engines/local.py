@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ import numpy as np
 import structlog
 
 from stt_server.engines import multilingual
+from stt_server.engines.batcher import Batcher
+from stt_server.engines.whisper_batch import Cursor, Decoding, detect_language, run_round
 from stt_server.errors import EngineError
 from stt_server.settings import LocalEngineSettings
-from stt_server.audio.transcript import Segment, Transcript, Word
+from stt_server.audio.transcript import Transcript
 from stt_server.engines.base import ChunkRequest, EngineLimits, Target
 
 log = structlog.get_logger(__name__)
@@ -36,21 +39,9 @@ def resolve_model(name: str, data_dir: Path = Path("data")) -> str:
     return name
 
 
-def _to_transcript(segments: Any, info: Any) -> Transcript:
-    out = []
-    for s in segments:
-        words = tuple(Word(w.start, w.end, w.word, w.probability) for w in (s.words or ()))
-        out.append(Segment(
-            start=float(s.start), end=float(s.end), text=s.text, tokens=tuple(s.tokens),
-            temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
-            compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob),
-            words=words,
-        ))
-    return Transcript(segments=tuple(out), language=info.language, duration=float(info.duration))
-
-
 class LocalEngine:
-    """faster-whisper in worker threads; ``workers`` calls run at once, each on ``threads`` cores."""
+    """faster-whisper in worker threads: ``workers`` batched model calls run at once, each on ``threads``
+    cores and each over up to ``batch_size`` chunks (see :mod:`stt_server.engines.batcher`)."""
 
     name = "local"
 
@@ -58,13 +49,15 @@ class LocalEngine:
         self.settings = settings
         self.data_dir = data_dir
         self.model = settings.model
-        self.limits = EngineLimits(max_chunk_s=30.0, max_upload_bytes=None, concurrency=settings.workers)
-        # The dispatch runner keeps the calls at once to ``workers``.
-        self.targets: tuple[Target, ...] = (Target(self.name, settings.workers),)
+        # The dispatch runner lets in as many chunks as the batches hold; the batcher groups them.
+        in_engine = settings.workers * settings.batch_size
+        self.limits = EngineLimits(max_chunk_s=30.0, max_upload_bytes=None, concurrency=in_engine)
+        self.targets: tuple[Target, ...] = (Target(self.name, in_engine),)
         self._model: Any = None
+        self._decoding = Decoding(beam_size=settings.beam_size, best_of=settings.best_of)
+        self._batcher = Batcher(self._round, settings.batch_size, settings.batch_wait_ms / 1000, settings.workers)
         self._calls = 0
         self._busy = 0
-        self._seconds = 0.0
         self._audio_s = 0.0
 
     @property
@@ -73,6 +66,7 @@ class LocalEngine:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
+        self._batcher.start()
 
     def _load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,17 +84,20 @@ class LocalEngine:
     async def transcribe(self, request: ChunkRequest) -> Transcript:
         if self._model is None:
             raise EngineError("the local model is not loaded", retryable=False)
+        if self.model.endswith(".en"):
+            request = replace(request, language="en")
         self._busy += 1
-        began = time.perf_counter()
         try:
-            return await asyncio.to_thread(self._run, request)
+            return await self._batcher.submit(request)
         except Exception as exc:  # noqa: BLE001 - any model failure is an engine error
             raise EngineError(f"local engine failed: {exc}") from exc
         finally:
             self._busy -= 1
             self._calls += 1
-            self._seconds += time.perf_counter() - began
             self._audio_s += len(request.samples) / 16000
+
+    def _round(self, cursors: list[Cursor]) -> None:
+        run_round(self._model, cursors, self._decoding)
 
     async def detect_language(self, samples: np.ndarray) -> str | None:
         """The language spoken in ``samples`` (Whisper's detection on up to 30 s); None for an
@@ -110,33 +107,16 @@ class LocalEngine:
             raise EngineError("the local model is not loaded", retryable=False)
         if not self._model.model.is_multilingual:
             return None
-        language, _, _ = await asyncio.to_thread(self._model.detect_language, samples)
-        return str(language)
-
-    def _run(self, request: ChunkRequest) -> Transcript:
-        language = request.language
-        if self.model.endswith(".en"):
-            language = "en"
-        segments, info = self._model.transcribe(
-            request.samples,
-            language=language,
-            initial_prompt=request.prompt or None,
-            task=request.task,
-            beam_size=self.settings.beam_size,
-            best_of=self.settings.best_of,
-            temperature=[request.temperature] if request.temperature else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-            condition_on_previous_text=False,
-            word_timestamps=request.word_timestamps or self.settings.word_timestamps,
-            vad_filter=False,
-        )
-        return _to_transcript(list(segments), info)
+        model = self._model
+        return await self._batcher.call(lambda: detect_language(model, samples))
 
     def stats(self) -> dict[str, Any]:
         return {
             "engine": self.name, "model": self.model, "ready": self.ready, "workers": self.settings.workers,
             "threads": self.settings.threads, "busy": self._busy, "calls": self._calls,
-            "busy_seconds": round(self._seconds, 3), "audio_seconds": round(self._audio_s, 3),
+            "audio_seconds": round(self._audio_s, 3), **self._batcher.stats(),
         }
 
     async def close(self) -> None:
+        await self._batcher.close()
         self._model = None
