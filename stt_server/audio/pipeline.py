@@ -145,7 +145,7 @@ class Pipeline:
     async def _make_plan(self, run: _Run, ready: asyncio.Queue[Chunk | BaseException | None]) -> None:
         began = time.perf_counter()
         steps = stream_plan(run.path, run.job.duration_s, chunk_policy(self.settings, run.engine),
-                            run.engine.limits.concurrency, self.settings.frame_s, self.settings.ffmpeg_timeout_s)
+                            run.engine.limits.parallel_pieces, self.settings.frame_s, self.settings.ffmpeg_timeout_s)
         try:
             async with contextlib.aclosing(steps):
                 async for step in steps:

@@ -19,7 +19,15 @@ class EngineLimits:
     max_chunk_s: float = 30.0
     max_upload_bytes: int | None = None
     concurrency: int = 2
+    # How many pieces a short file is worth cutting into so they run side by side (None: concurrency).
+    # 1 for an engine whose unit of work is a whole 30 s window: shorter chunks only add windows.
+    split_short_files_into: int | None = None
     upload_bytes_per_s: float = WAV_BYTES_PER_SECOND  # worst case of the upload format: caps chunk length
+
+
+    @property
+    def parallel_pieces(self) -> int:
+        return self.split_short_files_into or self.concurrency
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,10 @@ class LocalEngine:
         self.model = settings.model
         # The dispatch runner lets in as many chunks as the batches hold; the batcher groups them.
         in_engine = settings.workers * settings.batch_size
-        self.limits = EngineLimits(max_chunk_s=30.0, max_upload_bytes=None, concurrency=in_engine)
+        # Whisper's encoder always takes a whole 30 s window: a short file cut in pieces only costs more
+        # windows, so it is not cut for parallelism (chunks of different jobs batch together instead).
+        self.limits = EngineLimits(max_chunk_s=30.0, max_upload_bytes=None, concurrency=in_engine,
+                                   split_short_files_into=1)
         self.targets: tuple[Target, ...] = (Target(self.name, in_engine),)
         self._model: Any = None
         self._decoding = Decoding(beam_size=settings.beam_size, best_of=settings.best_of)

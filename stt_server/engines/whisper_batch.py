@@ -188,8 +188,8 @@ def _finish(model: Any, window: _Window, result: Any) -> None:
     silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
     if not silent and (ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD) \
             and len(options.temperatures) > 1:
-        # too repetitive or too improbable: faster-whisper's own fallback, on this window alone
-        options.temperatures = options.temperatures[1:]
+        # too repetitive or too improbable: faster-whisper's own fallback on this window alone, from
+        # its greedy pass again, so that when every temperature fails it picks among all of them
         result, avg_logprob, temperature, ratio = model.generate_with_fallback(
             ctranslate2.StorageView.from_array(window.encoded), window.prompt, window.tokenizer, options)
         silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
