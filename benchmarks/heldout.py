@@ -124,14 +124,8 @@ def prompts() -> list[tuple[Path, str]]:
     return [(folder / f"{name}.wav", texts[name]) for name in sorted(texts)]
 
 
-def heldout_file(minutes: float, fmt: str = "mp3", seed: int = 14) -> LongFile:
-    """``heldout-<minutes>min.<fmt>``: the prompts in a shuffled order, 0.3-1.2 s apart, to at least
-    ``minutes`` (MP3 at 64 kbit/s, or 16-bit WAV). Written once; the placements say what is where."""
-    INPUTS.mkdir(parents=True, exist_ok=True)
-    out = INPUTS / f"heldout-{minutes:g}min-s{seed}.{fmt}"
-    sidecar = out.with_name(out.name + ".json")
-    if out.exists() and sidecar.exists() and json.loads(sidecar.read_text()).get("build") == BUILD:
-        return LongFile(out, minutes, [tuple(p) for p in json.loads(sidecar.read_text())["placements"]])  # type: ignore[misc]
+def _assemble(minutes: float, seed: int) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """The prompts in a shuffled order, 0.3-1.2 s apart, to at least ``minutes``, and what is where."""
     rng = random.Random(seed)
     pool = prompts()
     pieces, placements, cursor = [], [], 0
@@ -147,7 +141,10 @@ def heldout_file(minutes: float, fmt: str = "mp3", seed: int = 14) -> LongFile:
             cursor = start + len(speech)
             if cursor >= minutes * 60 * RATE:
                 break
-    audio = np.concatenate(pieces)
+    return np.concatenate(pieces), placements
+
+
+def _write(out: Path, audio: np.ndarray, placements: list[tuple[str, float, float]], fmt: str) -> LongFile:
     part = out.with_name(out.name + ".part")
     if fmt == "wav":
         _write_wav(part, audio)
@@ -158,8 +155,48 @@ def heldout_file(minutes: float, fmt: str = "mp3", seed: int = 14) -> LongFile:
                         "-ac", "1", "-i", "pipe:0", "-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3", str(part)],
                        input=audio.tobytes(), check=True)
     part.replace(out)
-    sidecar.write_text(json.dumps({"build": BUILD, "placements": placements}))
-    return LongFile(out, minutes, placements)
+    out.with_name(out.name + ".json").write_text(json.dumps({"build": BUILD, "placements": placements}))
+    return LongFile(out, len(audio) / RATE / 60, placements)  # type: ignore[arg-type]
+
+
+def _cached(out: Path) -> LongFile | None:
+    sidecar = out.with_name(out.name + ".json")
+    if out.exists() and sidecar.exists() and json.loads(sidecar.read_text()).get("build") == BUILD:
+        placed = [tuple(p) for p in json.loads(sidecar.read_text())["placements"]]
+        return LongFile(out, placed[-1][2] / 60 if placed else 0.0, placed)  # type: ignore[arg-type]
+    return None
+
+
+def heldout_file(minutes: float, fmt: str = "mp3", seed: int = 14) -> LongFile:
+    """``heldout-<minutes>min.<fmt>``: the prompts in a shuffled order, 0.3-1.2 s apart, to at least
+    ``minutes`` (MP3 at 64 kbit/s, or 16-bit WAV). Written once; the placements say what is where."""
+    INPUTS.mkdir(parents=True, exist_ok=True)
+    out = INPUTS / f"heldout-{minutes:g}min-s{seed}.{fmt}"
+    return _cached(out) or _write(out, *_assemble(minutes, seed), fmt)
+
+
+def heldout_parts(minutes: float, parts: int, fmt: str = "mp3", seed: int = 15) -> tuple[LongFile, list[LongFile]]:
+    """One held-back file of ``minutes`` and the same audio cut into ``parts`` files (in pauses between
+    prompts, near equal lengths): the same work as one job or as several."""
+    INPUTS.mkdir(parents=True, exist_ok=True)
+    whole = INPUTS / f"heldout-{minutes:g}min-s{seed}.{fmt}"
+    names = [INPUTS / f"heldout-{minutes:g}min-s{seed}-part{n + 1}of{parts}.{fmt}" for n in range(parts)]
+    cached = [_cached(p) for p in (whole, *names)]
+    if all(cached):
+        return cached[0], cached[1:]  # type: ignore[return-value]
+    audio, placements = _assemble(minutes, seed)
+    total = len(audio) / RATE
+    cuts, pieces = [0], []
+    for n in range(1, parts):
+        target = total * n / parts  # the middle of the first pause after the nominal cut
+        after = next(i for i, (_, start, _) in enumerate(placements) if start >= target)
+        cuts.append(round((placements[after - 1][2] + placements[after][1]) / 2 * RATE))
+    cuts.append(len(audio))
+    for n, path in enumerate(names):
+        lo, hi = cuts[n] / RATE, cuts[n + 1] / RATE
+        placed = [(t, a - lo, b - lo) for t, a, b in placements if lo <= a < hi]
+        pieces.append(_write(path, audio[cuts[n]:cuts[n + 1]], placed, fmt))
+    return _write(whole, audio, placements, fmt), pieces
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from stt_server.engines.whisper_batch import Cursor
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-RunRound = Callable[[list[Cursor]], None]
-"""Advance each cursor by one window (blocking; called in a worker thread)."""
+RunRound = Callable[[list[Cursor]], int]
+"""Advance each cursor by one window (blocking; called in a worker thread); the windows it encoded."""
 
 
 @dataclass
@@ -54,7 +54,8 @@ class Batcher:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _model: asyncio.Semaphore = field(init=False)
     rounds: int = 0
-    windows: int = 0
+    items: int = 0  # chunks taken into rounds (a chunk counts once per round it is in)
+    windows: int = 0  # windows through the encoder (several short chunk tails can share one)
     busy_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -90,7 +91,7 @@ class Batcher:
     def stats(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "batch_wait_ms": round(self.wait_s * 1000, 1),
                 "rounds": self.rounds, "windows": self.windows, "waiting": self.waiting,
-                "mean_batch": round(self.windows / self.rounds, 2) if self.rounds else 0.0,
+                "mean_batch": round(self.items / self.rounds, 2) if self.rounds else 0.0,
                 "busy_seconds": round(self.busy_s, 3)}
 
     async def _serve(self) -> None:
@@ -104,7 +105,7 @@ class Batcher:
                     await asyncio.to_thread(self._run, batch)
                 finally:
                     self.rounds += 1
-                    self.windows += len(batch)
+                    self.items += len(batch)
                     self.busy_s += self.clock() - began
             self._settle(batch)
 
@@ -148,7 +149,7 @@ class Batcher:
     def _run(self, batch: list[_Item]) -> None:
         """One round; when it raises, each chunk alone, so the error stays with the chunk that has it."""
         try:
-            self.run_round([item.cursor for item in batch])
+            self.windows += self.run_round([item.cursor for item in batch])
             return
         except Exception as exc:  # noqa: BLE001 - isolated below
             if len(batch) == 1:
@@ -157,7 +158,7 @@ class Batcher:
             log.warning("batch_round_failed", windows=len(batch), error=str(exc))
         for item in batch:
             try:
-                self.run_round([item.cursor])
+                self.windows += self.run_round([item.cursor])
             except Exception as exc:  # noqa: BLE001 - this chunk's own failure
                 item.error = exc
 

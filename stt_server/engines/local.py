@@ -99,8 +99,8 @@ class LocalEngine:
             self._calls += 1
             self._audio_s += len(request.samples) / 16000
 
-    def _round(self, cursors: list[Cursor]) -> None:
-        run_round(self._model, cursors, self._decoding)
+    def _round(self, cursors: list[Cursor]) -> int:
+        return run_round(self._model, cursors, self._decoding)
 
     async def detect_language(self, samples: np.ndarray) -> str | None:
         """The language spoken in ``samples`` (Whisper's detection on up to 30 s); None for an

@@ -104,11 +104,14 @@ class _Window:
     offset_s: float
 
 
-def run_round(model: Any, cursors: list[Cursor], decoding: Decoding) -> None:
-    """Advance every cursor by one window: encode each, decode all in one call, cut into segments."""
-    windows = [w for w in (_prepare(model, cursor, decoding) for cursor in cursors) if w is not None]
+def run_round(model: Any, cursors: list[Cursor], decoding: Decoding) -> int:
+    """Advance every cursor by one window: encode each, decode all in one call, cut into segments.
+    Returns how many windows went through the encoder."""
+    for cursor in cursors:
+        _start(model, cursor)
+    windows = [_prepare(model, c, decoding) for c in cursors if not c.finished]
     if not windows:
-        return
+        return 0
     first = windows[0].options
     encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate([w.encoded for w in windows])))
     sampling: dict[str, Any] = (
@@ -121,8 +124,10 @@ def run_round(model: Any, cursors: list[Cursor], decoding: Decoding) -> None:
         suppress_blank=True, suppress_tokens=first.suppress_tokens,
         max_initial_timestamp_index=int(round(MAX_INITIAL_TIMESTAMP_S / model.time_precision)), **sampling)
     del encoded
-    for window, result in zip(windows, results):
-        _finish(model, window, result)
+    tails = [tail for window, result in zip(windows, results) if (tail := _finish(model, window, result))]
+    if tails:
+        _read_tails(model, tails, decoding)
+    return len(windows)
 
 
 def _features(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int]:
@@ -131,13 +136,15 @@ def _features(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int]:
     return features, features.shape[-1] - 1
 
 
-def _prepare(model: Any, cursor: Cursor, decoding: Decoding) -> _Window | None:
-    request = cursor.request
+def _start(model: Any, cursor: Cursor) -> None:
     if cursor.features is None:
-        cursor.features, cursor.content_frames = _features(model, request.samples)
-        cursor.language = request.language or ("en" if not model.model.is_multilingual else None)
-    if cursor.finished:
-        return None
+        cursor.features, cursor.content_frames = _features(model, cursor.request.samples)
+        cursor.language = cursor.request.language or ("en" if not model.model.is_multilingual else None)
+
+
+def _prepare(model: Any, cursor: Cursor, decoding: Decoding) -> _Window:
+    request = cursor.request
+    assert cursor.features is not None
     cursor.rounds += 1
     size = min(model.feature_extractor.nb_max_frames, cursor.content_frames - cursor.seek)
     window = pad_or_trim(cursor.features[:, cursor.seek:cursor.seek + size])
@@ -162,26 +169,9 @@ def _scores(result: Any, tokenizer: Tokenizer) -> tuple[float, float]:
     return avg_logprob, get_compression_ratio(tokenizer.decode(tokens).strip())
 
 
-def _closed(model: Any, window: _Window, tokens: list[int]) -> list[int]:
-    """The tokens, with a last segment left open closed at the end of the audio when the window holds
-    the rest of the chunk.
-
-    Whisper leaves its last segment open when it thinks the speech goes on past the window; over a
-    whole file the next window starts there and says it again. A chunk ends at a silence, and a
-    window that reaches the chunk's end has heard all of it: another window for the same last words
-    would cost a whole encoder pass (the encoder always takes 30 s) for text it has already given.
-    """
-    begin = window.tokenizer.timestamp_begin
-    reaches_end = window.cursor.seek + window.size >= window.cursor.content_frames
-    if not reaches_end or not tokens or tokens[-1] >= begin or not any(t >= begin for t in tokens):
-        return tokens
-    end = begin + min(round(window.size * model.feature_extractor.time_per_frame / model.time_precision),
-                      MAX_TIMESTAMP_INDEX)
-    return [*tokens, end]
-
-
-def _finish(model: Any, window: _Window, result: Any) -> None:
-    """The window's decoded tokens into segments; the cursor moves to where faster-whisper's loop would."""
+def _finish(model: Any, window: _Window, result: Any) -> _Tail | None:
+    """The window's decoded tokens into segments; the cursor moves to where faster-whisper's loop
+    would. Returns the open tail when the window has heard the whole rest of the chunk."""
     cursor, options = window.cursor, window.options
     avg_logprob, ratio = _scores(result, window.tokenizer)
     temperature = options.temperatures[0]
@@ -195,10 +185,10 @@ def _finish(model: Any, window: _Window, result: Any) -> None:
         silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
     if silent:
         cursor.seek += window.size
-        return
-    tokens = _closed(model, window, list(result.sequences_ids[0]))
+        return None
+    heard_all = cursor.seek + window.size >= cursor.content_frames
     segments, seek, single_ending = model._split_segments_by_timestamps(
-        tokenizer=window.tokenizer, tokens=tokens, time_offset=window.offset_s,
+        tokenizer=window.tokenizer, tokens=result.sequences_ids[0], time_offset=window.offset_s,
         segment_size=window.size, segment_duration=window.size * model.feature_extractor.time_per_frame,
         seek=cursor.seek)
     if options.word_timestamps:
@@ -220,6 +210,9 @@ def _finish(model: Any, window: _Window, result: Any) -> None:
             temperature=float(temperature), avg_logprob=float(avg_logprob), compression_ratio=float(ratio),
             no_speech_prob=float(result.no_speech_prob),
             words=tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words") or ())))
+    if single_ending or options.word_timestamps or cursor.finished or not heard_all:
+        return None
+    return _Tail(window, [t for t in result.sequences_ids[0] if t != window.tokenizer.eot])
 
 
 DETECTION_CONFIDENT = 0.5
@@ -248,3 +241,63 @@ def detect_language(model: Any, samples: np.ndarray) -> str:
         suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]))
     scores = [_scores(r, t)[0] for r, t in zip(results, tokenizers)]
     return str(candidates[int(np.argmax(scores))])
+
+
+# ----------------------------------------------------------------------------- open tails
+#
+# Whisper often leaves a window's last segment open (a start timestamp and no text) when speech
+# runs on near the end of the window, and faster-whisper's loop then starts a new window there. For
+# a chunk of up to 30 s cut at a silence, that window holds only the last few seconds, yet the
+# encoder costs a whole 30 s window: on held-back speech more than half the chunks needed one.
+# The first window has already heard those seconds, so instead its encoder output is decoded
+# once more, without timestamps and with the text so far as a prefix: the decoder goes on with
+# the words it left out, which become one segment from the open timestamp to the chunk's end. The
+# tails of a round are decoded together; a tail whose text looks doubtful (the cases faster-whisper
+# would decode again at a higher temperature) keeps its cursor where it is, for a window of its own.
+
+
+@dataclass
+class _Tail:
+    window: _Window
+    said: list[int]  # what the window's decoding gave: text and timestamps, ending on the open timestamp
+
+
+def _read_tails(model: Any, tails: list[_Tail], decoding: Decoding) -> None:
+    for tail in tails:
+        _read_tail(model, tail, decoding)
+
+
+def _read_tail(model: Any, tail: _Tail, decoding: Decoding) -> None:
+    """The rest of the chunk from the window's encoder output: the decoder starts at the open
+    timestamp (given as the first token), earlier timestamps are suppressed so it can only go on
+    from there, and the window's text so far is its context (Whisper's previous-text prompt), so it
+    does not say that text again. One short call per tail: the suppressed tokens are one list per call."""
+    window, cursor = tail.window, tail.window.cursor
+    begin = window.tokenizer.timestamp_begin
+    opened = begin + round((cursor.seek / 100 - window.offset_s) / model.time_precision)
+    said = [t for t in tail.said if t < window.tokenizer.eot]  # what came before, as Whisper's context
+    prompt = model.get_prompt(window.tokenizer, said, without_timestamps=False, prefix=None, hotwords=None)
+    result = model.model.generate(
+        ctranslate2.StorageView.from_array(window.encoded), [[*prompt, opened]],
+        beam_size=decoding.beam_size, patience=1.0, length_penalty=1.0, repetition_penalty=1.0,
+        no_repeat_ngram_size=0, max_length=model.max_length, return_scores=True, return_no_speech_prob=True,
+        suppress_blank=True, suppress_tokens=[*window.options.suppress_tokens, *range(begin, opened)],
+        max_initial_timestamp_index=MAX_TIMESTAMP_INDEX)[0]
+    avg_logprob, ratio = _scores(result, window.tokenizer)
+    if ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD:
+        return  # doubtful: the tail gets a window of its own, as faster-whisper would give it
+    tokens = [opened, *result.sequences_ids[0]]  # the open timestamp twice: a segment starts there
+    if tokens[0] != tokens[1]:
+        tokens.insert(1, opened)
+    segments, seek, _ = model._split_segments_by_timestamps(
+        tokenizer=window.tokenizer, tokens=tokens, time_offset=window.offset_s, segment_size=window.size,
+        segment_duration=window.size / 100, seek=round(window.offset_s * 100))
+    for s in segments:
+        text = window.tokenizer.decode(s["tokens"])
+        if s["start"] >= s["end"] or not text.strip():
+            continue
+        cursor.segments.append(Segment(
+            start=float(s["start"]), end=float(min(s["end"], cursor.content_frames / 100)), text=text,
+            tokens=tuple(s["tokens"]), avg_logprob=float(avg_logprob), compression_ratio=float(ratio),
+            no_speech_prob=float(result.no_speech_prob)))
+    cursor.seek = max(cursor.seek + 1, seek)  # open once more: the loop goes on from its last timestamp
