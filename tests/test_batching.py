@@ -166,3 +166,30 @@ async def test_real_chunks_of_two_jobs_decoded_together_come_back_to_their_own_c
         own = wer(reference, texts[i])
         assert own < 0.35, (i, texts[i])
         assert all(own < wer(other, texts[i]) for j, (_, other) in enumerate(clips) if j != i), i
+
+
+async def test_two_jobs_share_batches_and_cancelling_one_leaves_the_other_whole(
+        client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import services_of, upload, wait_job
+    from tests.corpus import build_long_audio
+
+    long_one, other = tmp_path / "long.wav", tmp_path / "other.wav"
+    build_long_audio(long_one, min_duration_s=240.0)
+    placed = build_long_audio(other, min_duration_s=90.0, gap_s=1.0)
+    svc = services_of(client)
+    engine = svc.dispatch["local"].engine
+    doomed = await upload(client, long_one, language="en")
+    kept = await upload(client, other, language="en")
+    deadline = asyncio.get_running_loop().time() + 120
+    while engine.stats()["rounds"] < 2:  # both jobs' chunks are in the line and calls have run
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert (await client.delete(f"/v1/jobs/{doomed['id']}")).status == 204
+    done = await wait_job(client, kept["id"])
+    assert done["status"] == "completed", done
+    text = (await (await client.get(f"/v1/jobs/{kept['id']}/transcript")).json())["text"]
+    assert wer(" ".join(t for t, _, _ in placed), text) < 0.15
+    gone = await (await client.get(f"/v1/jobs/{doomed['id']}")).json()
+    assert gone["status"] == "cancelled"
+    assert engine.stats()["waiting"] == 0  # nothing of the cancelled job is left in the line
+    assert engine.stats()["mean_batch"] > 1

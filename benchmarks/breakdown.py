@@ -1,0 +1,127 @@
+"""Where one job's time goes on the embedded engine: each stage of the pipeline run on its own, in
+this process, on the held-back 10-minute MP3 (benchmarks/heldout.py), wall and CPU seconds.
+
+    .venv/bin/python -m benchmarks.breakdown [--minutes 10]
+
+Stages: probe; the envelope pass (the whole file decoded once to find silences) and the plan;
+each chunk decoded again (one ffmpeg run per chunk, as the server does, beside PyAV decoding the
+same spans in-process); the engine (batched model calls); the merge; the database (the plan and
+every chunk's result written to a real SQLite file). In the server the envelope pass, the chunk
+decodes and the engine overlap; here they run one after another so each can be timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import av
+import numpy as np
+
+from benchmarks.heldout import heldout_file
+from stt_server.audio.chunking import ChunkPolicy, plan_chunks
+from stt_server.audio.media import energy_envelope, extract_pcm, probe
+from stt_server.audio.merge import merge_transcripts
+from stt_server.engines.base import ChunkRequest
+from stt_server.engines.local import LocalEngine
+from stt_server.jobs.job import Job, Status, new_job_id
+from stt_server.jobs.store import Store
+from stt_server.observability.memory import tune_malloc
+from stt_server.settings import LocalEngineSettings
+from tests.corpus import wer
+
+T = TypeVar("T")
+
+
+def timed(rows: list[tuple[str, float, float]], name: str, work: Callable[[], T]) -> T:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = work()
+    rows.append((name, time.perf_counter() - wall, time.process_time() - cpu))
+    return result
+
+
+def pyav_span(path: Path, start_s: float, end_s: float) -> np.ndarray:
+    """The span decoded in-process with PyAV: seek, decode, resample to 16 kHz mono."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        container.seek(max(0, int((start_s - 0.5) / stream.time_base)), stream=stream)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        parts, first = [], None
+        for frame in container.decode(stream):
+            if first is None:
+                first = float(frame.pts * stream.time_base)
+            for out in resampler.resample(frame):
+                parts.append(out.to_ndarray().reshape(-1))
+            if float(frame.pts * stream.time_base) > end_s:
+                break
+    audio = np.concatenate(parts)
+    skip = round((start_s - (first or 0.0)) * 16000)
+    return audio[skip:skip + round((end_s - start_s) * 16000)]
+
+
+async def engine_pass(samples: list[np.ndarray], batch_size: int) -> tuple[list[Any], dict[str, Any]]:
+    engine = LocalEngine(LocalEngineSettings(batch_size=batch_size))
+    await engine.start()
+    try:
+        gate = asyncio.Semaphore(2 * batch_size)
+
+        async def one(s: np.ndarray) -> Any:
+            async with gate:
+                return await engine.transcribe(ChunkRequest(samples=s, language="en"))
+
+        began = time.perf_counter()
+        results = await asyncio.gather(*(one(s) for s in samples))
+        return results, {**engine.stats(), "seconds": time.perf_counter() - began}
+    finally:
+        await engine.close()
+
+
+async def database_pass(folder: Path, chunks: list[Any], results: list[Any], duration_s: float) -> None:
+    store = await Store.open(folder / "jobs.db")
+    job = Job(new_job_id(), Status.RUNNING, "normal", "x.mp3", 1, "0" * 64, duration_s, "local", "tiny.en", time.time())
+    await store.insert_job(job)
+    await store.save_plan(job.id, [(c.index, c.start, c.end, c.silent) for c in chunks], len(chunks))
+    for chunk, result in zip(chunks, results):
+        await store.save_chunk_result(job.id, chunk.index, result.to_dict(), "key")
+    await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.breakdown", description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--batch-size", type=int, default=LocalEngineSettings().batch_size)
+    args = parser.parse_args()
+    tune_malloc()
+    audio = heldout_file(args.minutes)
+    rows: list[tuple[str, float, float]] = []
+    info = timed(rows, "probe", lambda: probe(audio.path))
+    duration = float(info.duration_s or 0.0)
+    envelope = timed(rows, "envelope pass (whole file decoded once)", lambda: energy_envelope(audio.path))
+    chunks = timed(rows, "plan (silences → chunks)", lambda: plan_chunks(envelope, 0.05, duration, ChunkPolicy(), 1))
+    spans = [(c.start, c.end) for c in chunks if not c.silent]
+    samples = timed(rows, f"chunk decode, ffmpeg per chunk ({len(spans)})",
+                    lambda: [extract_pcm(audio.path, a, b) for a, b in spans])
+    timed(rows, "  the same spans with PyAV in-process", lambda: [pyav_span(audio.path, a, b) for a, b in spans])
+    results, stats = timed(rows, f"engine (batches of {args.batch_size})",
+                           lambda: asyncio.run(engine_pass(samples, args.batch_size)))
+    spoken = [c for c in chunks if not c.silent]
+    merged = timed(rows, "merge", lambda: merge_transcripts(list(zip(spoken, results)), duration, language="en"))
+    with tempfile.TemporaryDirectory() as folder:
+        timed(rows, "database (plan + every chunk's result)",
+              lambda: asyncio.run(database_pass(Path(folder), spoken, results, duration)))
+    total = sum(wall for name, wall, _ in rows if not name.startswith("  "))
+    print(f"{audio.path.name}: {duration:.0f} s of audio, {len(chunks)} chunks, {stats['windows']} encoder windows "
+          f"in {stats['rounds']} batched calls (mean batch {stats['mean_batch']}), WER {wer(audio.reference, merged.text):.3f}")
+    print(f"{'stage':44} {'wall s':>8} {'CPU s':>8} {'share':>7}")
+    for name, wall, cpu in rows:
+        share = "" if name.startswith("  ") else f"{100 * wall / total:6.1f}%"
+        print(f"{name:44} {wall:8.2f} {cpu:8.2f} {share:>7}")
+    print(f"{'sum of stages':44} {total:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
