@@ -63,6 +63,10 @@ class Cursor:
     rounds: int = 0
 
     @property
+    def remaining_s(self) -> float:
+        return max(0, self.content_frames - self.seek) / 100
+
+    @property
     def finished(self) -> bool:
         return self.features is not None and self.seek >= self.content_frames
 
@@ -212,7 +216,7 @@ def _finish(model: Any, window: _Window, result: Any) -> _Tail | None:
             words=tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words") or ())))
     if single_ending or options.word_timestamps or cursor.finished or not heard_all:
         return None
-    return _Tail(window, [t for t in result.sequences_ids[0] if t != window.tokenizer.eot])
+    return _Tail(window, [t for seg in segments for t in seg["tokens"] if t < window.tokenizer.eot])
 
 
 DETECTION_CONFIDENT = 0.5
@@ -256,10 +260,15 @@ def detect_language(model: Any, samples: np.ndarray) -> str:
 # would decode again at a higher temperature) keeps its cursor where it is, for a window of its own.
 
 
+TAIL_TOKENS_PER_S = 8
+TAIL_TOKENS_SPARE = 24
+TAIL_IGNORED_S = 1.0
+
+
 @dataclass
 class _Tail:
     window: _Window
-    said: list[int]  # what the window's decoding gave: text and timestamps, ending on the open timestamp
+    said: list[int]  # the text tokens of the window's finished segments
 
 
 def _read_tails(model: Any, tails: list[_Tail], decoding: Decoding) -> None:
@@ -271,24 +280,36 @@ def _read_tail(model: Any, tail: _Tail, decoding: Decoding) -> None:
     """The rest of the chunk from the window's encoder output: the decoder starts at the open
     timestamp (given as the first token), earlier timestamps are suppressed so it can only go on
     from there, and the window's text so far is its context (Whisper's previous-text prompt), so it
-    does not say that text again. One short call per tail: the suppressed tokens are one list per call."""
+    does not say that text again; when that context leaves the decoder with nothing to say, it is
+    asked once more without it. One short call per tail: the suppressed tokens are one list per call."""
     window, cursor = tail.window, tail.window.cursor
     begin = window.tokenizer.timestamp_begin
     opened = begin + round((cursor.seek / 100 - window.offset_s) / model.time_precision)
-    said = [t for t in tail.said if t < window.tokenizer.eot]  # what came before, as Whisper's context
-    prompt = model.get_prompt(window.tokenizer, said, without_timestamps=False, prefix=None, hotwords=None)
-    result = model.model.generate(
-        ctranslate2.StorageView.from_array(window.encoded), [[*prompt, opened]],
-        beam_size=decoding.beam_size, patience=1.0, length_penalty=1.0, repetition_penalty=1.0,
-        no_repeat_ngram_size=0, max_length=model.max_length, return_scores=True, return_no_speech_prob=True,
-        suppress_blank=True, suppress_tokens=[*window.options.suppress_tokens, *range(begin, opened)],
-        max_initial_timestamp_index=MAX_TIMESTAMP_INDEX)[0]
+    # A few seconds of speech are a few dozen tokens: a decoder that runs on is looping, and is cut short.
+    budget = round(TAIL_TOKENS_PER_S * cursor.remaining_s) + TAIL_TOKENS_SPARE
+    for context in (tail.said, []):  # with the text so far; without it when that leaves nothing to say
+        prompt = [*model.get_prompt(window.tokenizer, context, without_timestamps=False, prefix=None,
+                                    hotwords=None), opened]
+        result = model.model.generate(
+            ctranslate2.StorageView.from_array(window.encoded), [prompt],
+            beam_size=decoding.beam_size, patience=1.0, length_penalty=1.0, repetition_penalty=1.0,
+            no_repeat_ngram_size=0, max_length=min(model.max_length, len(prompt) + budget), return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=[*window.options.suppress_tokens, *range(begin, opened)],
+            max_initial_timestamp_index=MAX_TIMESTAMP_INDEX)[0]
+        if any(t < window.tokenizer.eot for t in result.sequences_ids[0]):
+            break
     avg_logprob, ratio = _scores(result, window.tokenizer)
-    if ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD:
+    ran_on = len(result.sequences_ids[0]) >= budget - 1  # no end within the budget: it went back over the window
+    if ran_on or ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD:
+        if cursor.remaining_s < TAIL_IGNORED_S:  # a doubtful word in the last instant: Whisper on near-silence
+            cursor.seek = cursor.content_frames
         return  # doubtful: the tail gets a window of its own, as faster-whisper would give it
     tokens = [opened, *result.sequences_ids[0]]  # the open timestamp twice: a segment starts there
     if tokens[0] != tokens[1]:
         tokens.insert(1, opened)
+    if tokens[-1] < begin:  # the text runs to the end of what the window holds: it ends with the chunk
+        tokens.append(begin + min(MAX_TIMESTAMP_INDEX, round(window.size / 100 / model.time_precision)))
     segments, seek, _ = model._split_segments_by_timestamps(
         tokenizer=window.tokenizer, tokens=tokens, time_offset=window.offset_s, segment_size=window.size,
         segment_duration=window.size / 100, seek=round(window.offset_s * 100))
