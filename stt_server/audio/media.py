@@ -413,19 +413,20 @@ def pcm_sha256(samples: np.ndarray) -> str:
     return hashlib.sha256(_to_int16(samples).tobytes()).hexdigest()
 
 
-def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120) -> bytes:
+def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120,
+                  options: tuple[str, ...] | None = None) -> bytes:
     """`samples` (float32 mono 16 kHz) as a file in `fmt`: WAV in-process, the others by one ffmpeg run.
 
     ffmpeg rather than PyAV in-process: the same CPU for Opus, but PyAV's encode loop holds the GIL
     for most of its time, so encoding chunks in threads stalled the event loop and each other
-    (README, Engines). Bit-exact: the same samples always give the same bytes.
+    (README, Engines). Bit-exact: the same samples always give the same bytes. ``options``: encoder
+    settings in place of the format's own (:attr:`Container.options`), for measuring others.
     """
     if fmt.name == "wav":
         return pcm_to_wav(samples)
     kind = fmt.kind
     codec = ["-c:a", kind.codec, *(["-b:a", str(fmt.bitrate)] if fmt.bitrate else []),
-             # constrained VBR keeps Opus near its bitrate, so the planner's worst case holds
-             *(["-vbr", "constrained"] if fmt.name == "opus" else [])]
+             *(kind.options if options is None else options)]
     # To a file, not a pipe: the MP3 and FLAC muxers seek back to finish their headers (the encoder
     # delay a decoder trims, the total length); on a pipe an MP3 would start 70 ms late.
     with tempfile.TemporaryDirectory(prefix="stt-encode-") as tmp:

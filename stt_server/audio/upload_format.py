@@ -21,10 +21,12 @@ class Container:
     mime: str
     filename: str
     lossy: bool
+    options: tuple[str, ...] = ()  # encoder settings after the bitrate (ffmpeg's words)
 
 
 _FORMATS = {
-    "opus": Container("ogg", "libopus", "audio/ogg", "chunk.ogg", True),
+    # constrained VBR keeps Opus near its bitrate, so the planner's worst case holds
+    "opus": Container("ogg", "libopus", "audio/ogg", "chunk.ogg", True, ("-vbr", "constrained")),
     "mp3": Container("mp3", "libmp3lame", "audio/mpeg", "chunk.mp3", True),
     "flac": Container("flac", "flac", "audio/flac", "chunk.flac", False),
     "wav": Container("wav", "pcm_s16le", "audio/wav", "chunk.wav", False),
