@@ -36,20 +36,20 @@ from tests.corpus import references, speech_files, wer
 
 BITRATE = 32_000
 OPUS = UploadFormat("opus", BITRATE)
-CBR = ("-vbr", "constrained")
+CVBR = ("-vbr", "constrained")
 # name → libopus settings after the bitrate; None: the format's own (what the server sends)
 CANDIDATES: dict[str, tuple[str, ...] | None] = {
     "wav": None,
     "opus default (server)": None,
-    "opus complexity 10 (libopus default)": CBR,
-    "opus complexity 10, voip": (*CBR, "-application", "voip"),
-    "opus complexity 10, 60 ms frames": (*CBR, "-frame_duration", "60"),
+    "opus complexity 10 (libopus default)": CVBR,
+    "opus complexity 10, voip": (*CVBR, "-application", "voip"),
+    "opus complexity 10, 60 ms frames": (*CVBR, "-frame_duration", "60"),
     "opus complexity 10, unconstrained vbr": ("-vbr", "on"),
-    "opus complexity 6": (*CBR, "-compression_level", "6"),
-    "opus complexity 0": (*CBR, "-compression_level", "0"),
-    "opus complexity 0, voip": (*CBR, "-compression_level", "0", "-application", "voip"),
-    "opus complexity 0, 40 ms frames": (*CBR, "-compression_level", "0", "-frame_duration", "40"),
-    "opus complexity 0, 60 ms frames": (*CBR, "-compression_level", "0", "-frame_duration", "60"),
+    "opus complexity 6": (*CVBR, "-compression_level", "6"),
+    "opus complexity 0": (*CVBR, "-compression_level", "0"),
+    "opus complexity 0, voip": (*CVBR, "-compression_level", "0", "-application", "voip"),
+    "opus complexity 0, 40 ms frames": (*CVBR, "-compression_level", "0", "-frame_duration", "40"),
+    "opus complexity 0, 60 ms frames": (*CVBR, "-compression_level", "0", "-frame_duration", "60"),
 }
 MAX_WINDOW_S = 30.0
 
