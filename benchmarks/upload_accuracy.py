@@ -1,15 +1,17 @@
 """What an upload format's encoder settings cost in CPU and in words: ``python -m benchmarks.upload_accuracy``.
 
-For WAV and each Opus setting in :data:`CANDIDATES` (32 kb/s, Ogg, as a remote upstream gets it):
+For WAV, FLAC, MP3 at 32 kb/s and each Opus setting in :data:`CANDIDATES` (32 kb/s, in Ogg), as a
+remote upstream gets them:
 
-- CPU seconds per 30 s chunk: the encoder's ffmpeg run (process start, the PCM piped in, libopus),
+- CPU seconds per 30 s chunk: the encoder's ffmpeg run (process start, the PCM piped in, the codec),
   the median of ``--repeat`` runs on one chunk of speech, as child-process CPU time. The chunk's
   decode from the 109-min MP3 the wire benchmark sends (``extract_pcm``) and a bare ffmpeg start
   are measured the same way, for scale.
 - tiny.en's word error rate (faster-whisper, int8, 2 threads, beam 1, English, the embedded
   engine's decoding options) on audio decoded back from exactly the bytes ``encode_upload`` would
   send: the held-back speech (:mod:`benchmarks.heldout`, cut into windows of at most 30 s in the
-  middle of its pauses, as the planner cuts) and the corpus clips (each one whole).
+  middle of its pauses, as the planner cuts; 1,247 words, so one word is 0.08 points) and the
+  corpus clips (each one whole; 117 words, one word is 0.85 points).
 
 The machine may be shared: CPU figures are medians, and the load average is printed before and after.
 """
@@ -34,22 +36,32 @@ from stt_server.audio.media import SAMPLE_RATE, encode_upload, extract_pcm, ffmp
 from stt_server.audio.upload_format import UploadFormat
 from tests.corpus import references, speech_files, wer
 
-BITRATE = 32_000
-OPUS = UploadFormat("opus", BITRATE)
+OPUS = UploadFormat("opus", 32_000)
 CVBR = ("-vbr", "constrained")
-# name → libopus settings after the bitrate; None: the format's own (what the server sends)
-CANDIDATES: dict[str, tuple[str, ...] | None] = {
-    "wav": None,
-    "opus default (server)": None,
-    "opus complexity 10 (libopus default)": CVBR,
-    "opus complexity 10, voip": (*CVBR, "-application", "voip"),
-    "opus complexity 10, 60 ms frames": (*CVBR, "-frame_duration", "60"),
-    "opus complexity 10, unconstrained vbr": ("-vbr", "on"),
-    "opus complexity 6": (*CVBR, "-compression_level", "6"),
-    "opus complexity 0": (*CVBR, "-compression_level", "0"),
-    "opus complexity 0, voip": (*CVBR, "-compression_level", "0", "-application", "voip"),
-    "opus complexity 0, 40 ms frames": (*CVBR, "-compression_level", "0", "-frame_duration", "40"),
-    "opus complexity 0, 60 ms frames": (*CVBR, "-compression_level", "0", "-frame_duration", "60"),
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A format and its encoder settings (None: the format's own, what the server sends)."""
+
+    format: UploadFormat
+    options: tuple[str, ...] | None = None
+
+
+CANDIDATES: dict[str, Setting] = {
+    "wav (in-process)": Setting(UploadFormat("wav")),
+    "flac": Setting(UploadFormat("flac")),
+    "mp3 32 kb/s": Setting(UploadFormat("mp3", 32_000)),
+    "opus 32 kb/s, the server's settings": Setting(OPUS),
+    "opus complexity 10 (libopus default)": Setting(OPUS, CVBR),
+    "opus complexity 10, voip": Setting(OPUS, (*CVBR, "-application", "voip")),
+    "opus complexity 10, 60 ms frames": Setting(OPUS, (*CVBR, "-frame_duration", "60")),
+    "opus complexity 10, unconstrained vbr": Setting(OPUS, ("-vbr", "on")),
+    "opus complexity 6": Setting(OPUS, (*CVBR, "-compression_level", "6")),
+    "opus complexity 0": Setting(OPUS, (*CVBR, "-compression_level", "0")),
+    "opus complexity 0, voip": Setting(OPUS, (*CVBR, "-compression_level", "0", "-application", "voip")),
+    "opus complexity 0, 40 ms frames": Setting(OPUS, (*CVBR, "-compression_level", "0", "-frame_duration", "40")),
+    "opus complexity 0, 60 ms frames": Setting(OPUS, (*CVBR, "-compression_level", "0", "-frame_duration", "60")),
 }
 MAX_WINDOW_S = 30.0
 
@@ -104,9 +116,9 @@ def corpus_windows() -> list[Window]:
     return [Window(_read_wav(path), refs[path.name]) for path in speech_files()]
 
 
-def roundtrip(samples: np.ndarray, options: tuple[str, ...] | None, opus: bool) -> tuple[np.ndarray, int]:
+def roundtrip(samples: np.ndarray, setting: Setting) -> tuple[np.ndarray, int]:
     """``samples`` decoded back from what would be uploaded (16 kHz mono, as a server decodes it), and its size."""
-    data = encode_upload(samples, OPUS if opus else UploadFormat("wav"), options=options)
+    data = encode_upload(samples, setting.format, options=setting.options)
     out = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
                           "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-"],
                          input=data, capture_output=True, check=True).stdout
@@ -114,19 +126,23 @@ def roundtrip(samples: np.ndarray, options: tuple[str, ...] | None, opus: bool) 
 
 
 def transcribe(model, samples: np.ndarray) -> str:  # type: ignore[no-untyped-def]
-    """The embedded engine's decoding options, beam 1, English."""
+    """The embedded engine's decoding options, beam 1, English. A window whose greedy decoding fails
+    the model's checks is decoded again at a higher temperature, by sampling, from a fixed seed; even
+    so a word or two can differ between runs on the same samples (WAV and FLAC decode to the same)."""
+    import ctranslate2
+
+    ctranslate2.set_random_seed(0)
     segments, _ = model.transcribe(samples, language="en", beam_size=1, best_of=1,
                                    temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                                    condition_on_previous_text=False, vad_filter=False)
     return " ".join(s.text.strip() for s in segments)
 
 
-def score(model, windows: list[Window], options: tuple[str, ...] | None,  # type: ignore[no-untyped-def]
-          opus: bool) -> tuple[float, float]:
+def score(model, windows: list[Window], setting: Setting) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Pooled WER over ``windows`` and bytes per audio second of the uploads."""
     hyps, size, seconds = [], 0, 0.0
     for window in windows:
-        back, n = roundtrip(window.samples, options, opus)
+        back, n = roundtrip(window.samples, setting)
         hyps.append(transcribe(model, back))
         size += n
         seconds += len(window.samples) / SAMPLE_RATE
@@ -144,27 +160,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="settings whose names contain one of these words")
     parser.add_argument("--no-wer", action="store_true", help="CPU figures only")
     args = parser.parse_args(argv)
-    chosen = {name: opts for name, opts in CANDIDATES.items()
-              if not args.only or name == "wav" or any(word in name for word in args.only)}
+    chosen = {name: setting for name, setting in CANDIDATES.items()
+              if not args.only or name.startswith("wav") or any(word in name for word in args.only)}
     print(f"load average (1, 5, 15 min): {load()}", flush=True)
 
     mp3 = long_file(110, "mp3").path
     chunk = extract_pcm(mp3, 600.0, 630.0)
     null = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
             "-t", "0.01", "-f", "null", "-"]
-    print(f"\nCPU seconds per 30 s chunk (median of {args.repeat}):", flush=True)
+    print(f"\nCPU seconds per 30 s chunk (median of {args.repeat}), and its bytes per second:", flush=True)
     print(f"  {'ffmpeg start, nothing done':42s} {child_cpu_of(lambda: subprocess.run(null, check=True), args.repeat):.3f}")
     print(f"  {'decode 30 s of the 128 kb/s MP3':42s} {child_cpu_of(lambda: extract_pcm(mp3, 600.0, 630.0), args.repeat):.3f}")
-    for name, opts in chosen.items():
-        if name == "wav":
+    for name, setting in chosen.items():
+        def encode() -> bytes:
+            return encode_upload(chunk, setting.format, options=setting.options)
+
+        if setting.format.name == "wav":
             began = time.process_time()
             for _ in range(args.repeat):
-                encode_upload(chunk, UploadFormat("wav"))
-            print(f"  {'wav (in-process)':42s} {(time.process_time() - began) / args.repeat:.3f}", flush=True)
-            continue
-        cpu = child_cpu_of(lambda: encode_upload(chunk, OPUS, options=opts), args.repeat)
-        size = len(encode_upload(chunk, OPUS, options=opts))
-        print(f"  {name:42s} {cpu:.3f}   {size / 30:,.0f} B/s", flush=True)
+                encode()
+            cpu = (time.process_time() - began) / args.repeat
+        else:
+            cpu = child_cpu_of(encode, args.repeat)
+        print(f"  {name:42s} {cpu:.3f}  {len(encode()) / 30:7,.0f}", flush=True)
     print(f"load average: {load()}", flush=True)
     if args.no_wer:
         return
@@ -180,10 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ntiny.en WER on audio decoded from the upload: held-back {held_s / 60:.1f} min in {len(held)} "
           f"windows, corpus {corpus_s:.0f} s in {len(corpus)} clips", flush=True)
     print(f"  {'setting':42s} {'held-back':>9s} {'corpus':>7s} {'B/s':>7s}")
-    for name, opts in chosen.items():
-        opus = name != "wav"
-        held_wer, rate = score(model, held, opts, opus)
-        corpus_wer, _ = score(model, corpus, opts, opus)
+    for name, setting in chosen.items():
+        held_wer, rate = score(model, held, setting)
+        corpus_wer, _ = score(model, corpus, setting)
         print(f"  {name:42s} {held_wer:9.2%} {corpus_wer:7.2%} {rate:7,.0f}", flush=True)
     print(f"load average: {load()}", flush=True)
 
