@@ -3,10 +3,12 @@
 For WAV, FLAC, MP3 at 32 kb/s and each Opus setting in :data:`CANDIDATES` (32 kb/s, in Ogg), as a
 remote upstream gets them:
 
-- CPU seconds per 30 s chunk: the encoder's ffmpeg run (process start, the PCM piped in, the codec),
-  the median of ``--repeat`` runs on one chunk of speech, as child-process CPU time. The chunk's
-  decode from the 109-min MP3 the wire benchmark sends (``extract_pcm``) and a bare ffmpeg start
-  are measured the same way, for scale.
+- CPU seconds per 30 s chunk: ``encode_upload`` in one ffmpeg run (process start, the PCM piped
+  in, the codec) or in-process (PyAV), the median of ``--repeat`` runs on one chunk of speech, as
+  the CPU time of this process and its children. The chunk's decode from the 109-min MP3 the wire
+  benchmark sends (``extract_pcm``) and a bare ffmpeg start are measured the same way, for scale.
+- The event loop's longest stall while two threads encode chunks (the server encodes in up to one
+  thread per core), for the server's Opus settings in-process and in an ffmpeg run.
 - tiny.en's word error rate (faster-whisper, int8, 2 threads, beam 1, English, the embedded
   engine's decoding options) on audio decoded back from exactly the bytes ``encode_upload`` would
   send: the held-back speech (:mod:`benchmarks.heldout`, cut into windows of at most 30 s in the
@@ -19,6 +21,7 @@ The machine may be shared: CPU figures are medians, and the load average is prin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import resource
 import statistics
@@ -27,6 +30,7 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -38,6 +42,7 @@ from tests.corpus import references, speech_files, wer
 
 OPUS = UploadFormat("opus", 32_000)
 CVBR = ("-vbr", "constrained")
+C0_60MS = (*CVBR, "-compression_level", "0", "-frame_duration", "60")
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,17 @@ class Setting:
 
     format: UploadFormat
     options: tuple[str, ...] | None = None
+    in_process: bool | None = False  # None: the format's own way; False: one ffmpeg run
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        return encode_upload(samples, self.format, options=self.options, in_process=self.in_process)
 
 
 CANDIDATES: dict[str, Setting] = {
     "wav (in-process)": Setting(UploadFormat("wav")),
     "flac": Setting(UploadFormat("flac")),
     "mp3 32 kb/s": Setting(UploadFormat("mp3", 32_000)),
-    "opus 32 kb/s, the server's settings": Setting(OPUS),
+    "opus 32 kb/s, the server's settings": Setting(OPUS, in_process=None),
     "opus complexity 10 (libopus default)": Setting(OPUS, CVBR),
     "opus complexity 10, voip": Setting(OPUS, (*CVBR, "-application", "voip")),
     "opus complexity 10, 60 ms frames": Setting(OPUS, (*CVBR, "-frame_duration", "60")),
@@ -61,7 +70,9 @@ CANDIDATES: dict[str, Setting] = {
     "opus complexity 0": Setting(OPUS, (*CVBR, "-compression_level", "0")),
     "opus complexity 0, voip": Setting(OPUS, (*CVBR, "-compression_level", "0", "-application", "voip")),
     "opus complexity 0, 40 ms frames": Setting(OPUS, (*CVBR, "-compression_level", "0", "-frame_duration", "40")),
-    "opus complexity 0, 60 ms frames": Setting(OPUS, (*CVBR, "-compression_level", "0", "-frame_duration", "60")),
+    "opus complexity 0, 60 ms frames": Setting(OPUS, C0_60MS),
+    "opus complexity 0, 60 ms frames, PyAV": Setting(OPUS, C0_60MS, in_process=True),
+    "opus complexity 10, PyAV": Setting(OPUS, CVBR, in_process=True),
 }
 MAX_WINDOW_S = 30.0
 
@@ -74,19 +85,40 @@ class Window:
     text: str
 
 
-def _child_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _cpu() -> float:
+    """CPU seconds of this process (all its threads) and of its waited-for children."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def child_cpu_of(work, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    """Median CPU seconds the child processes of ``work()`` took, over ``repeat`` runs."""
+def cpu_of(work: Callable[[], object], repeat: int) -> float:
+    """Median CPU seconds ``work()`` took, in this process and in the processes it ran, over ``repeat`` runs."""
     spent = []
     for _ in range(repeat):
-        before = _child_cpu()
+        before = _cpu()
         work()
-        spent.append(_child_cpu() - before)
+        spent.append(_cpu() - before)
     return statistics.median(spent)
+
+
+async def _loop_lag(work: Callable[[], object], threads: int, runs: int) -> float:
+    """The longest an event loop's 1 ms sleep overran while ``threads`` threads each ran ``work`` ``runs`` times."""
+    async def one() -> None:
+        for _ in range(runs):
+            await asyncio.to_thread(work)
+
+    tasks = [asyncio.create_task(one()) for _ in range(threads)]
+    worst = 0.0
+    while not all(t.done() for t in tasks):
+        began = time.perf_counter()
+        await asyncio.sleep(0.001)
+        worst = max(worst, time.perf_counter() - began - 0.001)
+    await asyncio.gather(*tasks)
+    return worst
+
+
+def loop_lag(work: Callable[[], object], threads: int = 2, runs: int = 10) -> float:
+    return asyncio.run(_loop_lag(work, threads, runs))
 
 
 def _read_wav(path: Path) -> np.ndarray:
@@ -118,7 +150,7 @@ def corpus_windows() -> list[Window]:
 
 def roundtrip(samples: np.ndarray, setting: Setting) -> tuple[np.ndarray, int]:
     """``samples`` decoded back from what would be uploaded (16 kHz mono, as a server decodes it), and its size."""
-    data = encode_upload(samples, setting.format, options=setting.options)
+    data = setting.encode(samples)
     out = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
                           "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-"],
                          input=data, capture_output=True, check=True).stdout
@@ -168,21 +200,16 @@ def main(argv: list[str] | None = None) -> None:
     chunk = extract_pcm(mp3, 600.0, 630.0)
     null = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
             "-t", "0.01", "-f", "null", "-"]
-    print(f"\nCPU seconds per 30 s chunk (median of {args.repeat}), and its bytes per second:", flush=True)
-    print(f"  {'ffmpeg start, nothing done':42s} {child_cpu_of(lambda: subprocess.run(null, check=True), args.repeat):.3f}")
-    print(f"  {'decode 30 s of the 128 kb/s MP3':42s} {child_cpu_of(lambda: extract_pcm(mp3, 600.0, 630.0), args.repeat):.3f}")
+    print(f"\nCPU seconds per 30 s chunk (median of {args.repeat}; one ffmpeg run unless PyAV is named), bytes per second:", flush=True)
+    print(f"  {'ffmpeg start, nothing done':42s} {cpu_of(lambda: subprocess.run(null, check=True), args.repeat):.3f}")
+    print(f"  {'decode 30 s of the 128 kb/s MP3':42s} {cpu_of(lambda: extract_pcm(mp3, 600.0, 630.0), args.repeat):.3f}")
     for name, setting in chosen.items():
-        def encode() -> bytes:
-            return encode_upload(chunk, setting.format, options=setting.options)
-
-        if setting.format.name == "wav":
-            began = time.process_time()
-            for _ in range(args.repeat):
-                encode()
-            cpu = (time.process_time() - began) / args.repeat
-        else:
-            cpu = child_cpu_of(encode, args.repeat)
-        print(f"  {name:42s} {cpu:.3f}  {len(encode()) / 30:7,.0f}", flush=True)
+        cpu = cpu_of(lambda: setting.encode(chunk), args.repeat)
+        print(f"  {name:42s} {cpu:.3f}  {len(setting.encode(chunk)) / 30:7,.0f}", flush=True)
+    print("\nThe event loop's longest stall while two threads encode 10 chunks each (a 1 ms sleep's overrun):")
+    for name, setting in chosen.items():
+        if setting.format.name == "opus" and setting.options in (None, C0_60MS):
+            print(f"  {name:42s} {loop_lag(lambda: setting.encode(chunk)) * 1000:5.1f} ms", flush=True)
     print(f"load average: {load()}", flush=True)
     if args.no_wer:
         return

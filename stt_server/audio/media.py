@@ -414,19 +414,20 @@ def pcm_sha256(samples: np.ndarray) -> str:
 
 
 def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120,
-                  options: tuple[str, ...] | None = None) -> bytes:
-    """`samples` (float32 mono 16 kHz) as a file in `fmt`: WAV in-process, the others by one ffmpeg run.
+                  options: tuple[str, ...] | None = None, in_process: bool | None = None) -> bytes:
+    """`samples` (float32 mono 16 kHz) as a file in `fmt`: WAV in-process, Opus by PyAV in-process,
+    the others by one ffmpeg run. Bit-exact: the same samples always give the same bytes.
 
-    ffmpeg rather than PyAV in-process: the same CPU for Opus, but PyAV's encode loop holds the GIL
-    for most of its time, so encoding chunks in threads stalled the event loop and each other
-    (README, Engines). Bit-exact: the same samples always give the same bytes. ``options``: encoder
-    settings in place of the format's own (:attr:`Container.options`), for measuring others.
+    ``options`` and ``in_process``: encoder settings and the way of encoding in place of the format's
+    own (:class:`Container`), for measuring others.
     """
     if fmt.name == "wav":
         return pcm_to_wav(samples)
     kind = fmt.kind
-    codec = ["-c:a", kind.codec, *(["-b:a", str(fmt.bitrate)] if fmt.bitrate else []),
-             *(kind.options if options is None else options)]
+    options = kind.options if options is None else options
+    if kind.in_process if in_process is None else in_process:
+        return _encode_in_process(samples, fmt, options)
+    codec = ["-c:a", kind.codec, *(["-b:a", str(fmt.bitrate)] if fmt.bitrate else []), *options]
     # To a file, not a pipe: the MP3 and FLAC muxers seek back to finish their headers (the encoder
     # delay a decoder trims, the total length); on a pipe an MP3 would start 70 ms late.
     with tempfile.TemporaryDirectory(prefix="stt-encode-") as tmp:
@@ -443,3 +444,32 @@ def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120
             raise RuntimeError(f"encoding a chunk as {fmt.spec} failed: {done.stderr.decode(errors='replace')[-300:]}")
         with open(out, "rb") as fh:
             return fh.read()
+
+
+def _encode_in_process(samples: np.ndarray, fmt: UploadFormat, options: tuple[str, ...]) -> bytes:
+    """:func:`encode_upload` by PyAV, into memory: ``options`` are ``-name value`` pairs of codec options.
+
+    For Opus at complexity 0 this is half the CPU of an ffmpeg run, whose start and PCM pipe cost
+    as much as the encoding itself, and libopus gives the GIL back often enough that chunks encoding
+    on two threads hold the event loop up no longer than ffmpeg runs do (both measured by
+    benchmarks/upload_accuracy.py).
+    """
+    kind = fmt.kind
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=kind.container, options={"fflags": "+bitexact"}) as out:
+        stream = out.add_stream(kind.codec, rate=SAMPLE_RATE, layout="mono")
+        assert isinstance(stream, av.audio.stream.AudioStream)
+        if fmt.bitrate:
+            stream.codec_context.bit_rate = fmt.bitrate
+        stream.codec_context.options = {name.lstrip("-"): value for name, value in zip(options[::2], options[1::2])}
+        out.start_encoding()  # the headers, even for a chunk with no samples
+        pcm = _to_int16(samples)
+        frames: list[av.AudioFrame | None] = [None]  # None: flush the encoder
+        if len(pcm):
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = SAMPLE_RATE, 0
+            frames.insert(0, frame)
+        for each in frames:
+            for packet in stream.encode(each):
+                out.mux(packet)
+    return buf.getvalue()

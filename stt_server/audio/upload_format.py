@@ -22,15 +22,17 @@ class Container:
     mime: str
     filename: str
     lossy: bool
-    options: tuple[str, ...] = ()  # encoder settings after the bitrate (ffmpeg's words)
+    options: tuple[str, ...] = ()  # encoder settings after the bitrate, as ffmpeg's "-name value" pairs
+    in_process: bool = False  # encoded by PyAV in this process rather than by an ffmpeg run
 
 
 _FORMATS = {
     # Constrained VBR keeps Opus near its bitrate, so the planner's worst case holds. Complexity 0
     # in 60 ms packets costs a quarter of libopus's default (complexity 10, whose speech analysis
-    # picks SILK) for the same words (benchmarks/upload_accuracy.py).
+    # picks SILK) for the same words, and in-process half again: no process to start, no pipe
+    # (benchmarks/upload_accuracy.py).
     "opus": Container("ogg", "libopus", "audio/ogg", "chunk.ogg", True,
-                      ("-vbr", "constrained", "-compression_level", "0", "-frame_duration", "60")),
+                      ("-vbr", "constrained", "-compression_level", "0", "-frame_duration", "60"), in_process=True),
     "mp3": Container("mp3", "libmp3lame", "audio/mpeg", "chunk.mp3", True),
     "flac": Container("flac", "flac", "audio/flac", "chunk.flac", False),
     "wav": Container("wav", "pcm_s16le", "audio/wav", "chunk.wav", False),
@@ -75,8 +77,9 @@ class UploadFormat:
     def key(self) -> str:
         """:attr:`spec` plus a digest of the encoder's settings, e.g. ``opus@32k~1a2b3c``: in cache keys,
         so a transcript made from one encoding is never served for another."""
-        options = self.kind.options
-        return self.spec + ("~" + hashlib.sha256(" ".join(options).encode()).hexdigest()[:6] if options else "")
+        kind = self.kind
+        encoder = " ".join((*kind.options, *(["in-process"] if kind.in_process else [])))
+        return self.spec + ("~" + hashlib.sha256(encoder.encode()).hexdigest()[:6] if encoder else "")
 
     @property
     def worst_bytes_per_s(self) -> float:
