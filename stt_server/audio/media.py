@@ -391,10 +391,21 @@ def extract_pcm(path: str | Path, start_s: float, end_s: float, timeout_s: float
 # --------------------------------------------------------------------------- PCM helpers
 
 
-def _to_int16(samples: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1) to int16, exact for samples that came from int16."""
-    scaled = np.round(np.asarray(samples, dtype=np.float64) * 32768.0)
-    return np.clip(scaled, -32768, 32767).astype("<i2")
+def int16_pcm(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1) to int16, exact for samples that came from int16; int16 passes through,
+    so a caller converts once for the hash and the uploads (each function below takes either).
+
+    Float32 is scaled in float32: times 32768 is exact in either width, so it rounds as float64 would,
+    at half the memory traffic (this runs for every chunk's hash and upload).
+    """
+    x = np.asarray(samples)
+    if x.dtype == np.int16:
+        return x
+    if x.dtype != np.float32:
+        x = x.astype(np.float64)
+    scaled = np.rint(x * x.dtype.type(32768.0))
+    np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype("<i2")
 
 
 def pcm_to_wav(samples: np.ndarray) -> bytes:
@@ -404,19 +415,20 @@ def pcm_to_wav(samples: np.ndarray) -> bytes:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
-        w.writeframes(_to_int16(samples).tobytes())
+        w.writeframes(int16_pcm(samples).tobytes())
     return buf.getvalue()
 
 
 def pcm_sha256(samples: np.ndarray) -> str:
-    """Hex sha256 of the samples as int16 little-endian bytes: a chunk's content key."""
-    return hashlib.sha256(_to_int16(samples).tobytes()).hexdigest()
+    """Hex sha256 of the samples (float32, or int16 as :func:`int16_pcm` gives) as int16 little-endian
+    bytes: a chunk's content key."""
+    return hashlib.sha256(int16_pcm(samples).tobytes()).hexdigest()
 
 
 def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120,
                   options: tuple[str, ...] | None = None, in_process: bool | None = None) -> bytes:
-    """`samples` (float32 mono 16 kHz) as a file in `fmt`: WAV in-process, Opus by PyAV in-process,
-    the others by one ffmpeg run. Bit-exact: the same samples always give the same bytes.
+    """`samples` (float32 mono 16 kHz, or int16 as :func:`int16_pcm` gives) as a file in `fmt`: WAV
+    in-process, Opus by PyAV in-process, the others by one ffmpeg run. Bit-exact: the same samples always give the same bytes.
 
     ``options`` and ``in_process``: encoder settings and the way of encoding in place of the format's
     own (:class:`Container`), for measuring others.
@@ -437,7 +449,7 @@ def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120
                 [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar",
                  str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", *codec, "-fflags", "+bitexact", "-f", kind.container,
                  "-y", out],
-                input=_to_int16(samples).tobytes(), capture_output=True, timeout=timeout_s, check=False)
+                input=int16_pcm(samples).tobytes(), capture_output=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"encoding a chunk as {fmt.spec} took longer than {timeout_s:g} s") from None
         if done.returncode != 0:
@@ -463,7 +475,7 @@ def _encode_in_process(samples: np.ndarray, fmt: UploadFormat, options: tuple[st
             stream.codec_context.bit_rate = fmt.bitrate
         stream.codec_context.options = {name.lstrip("-"): value for name, value in zip(options[::2], options[1::2])}
         out.start_encoding()  # the headers, even for a chunk with no samples
-        pcm = _to_int16(samples)
+        pcm = int16_pcm(samples)
         frames: list[av.AudioFrame | None] = [None]  # None: flush the encoder
         if len(pcm):
             frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
