@@ -160,7 +160,8 @@ def roundtrip(samples: np.ndarray, setting: Setting) -> tuple[np.ndarray, int]:
 def transcribe(model, samples: np.ndarray) -> str:  # type: ignore[no-untyped-def]
     """The embedded engine's decoding options, beam 1, English. A window whose greedy decoding fails
     the model's checks is decoded again at a higher temperature, by sampling, from a fixed seed; even
-    so a word or two can differ between runs on the same samples (WAV and FLAC decode to the same)."""
+    so the same samples can come out a word apart from one call to the next (WAV and FLAC, which
+    decode to the same samples, show it)."""
     import ctranslate2
 
     ctranslate2.set_random_seed(0)

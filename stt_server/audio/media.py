@@ -463,7 +463,7 @@ def _encode_in_process(samples: np.ndarray, fmt: UploadFormat, options: tuple[st
 
     For Opus at complexity 0 this is half the CPU of an ffmpeg run, whose start and PCM pipe cost
     as much as the encoding itself, and libopus gives the GIL back often enough that chunks encoding
-    on two threads hold the event loop up no longer than ffmpeg runs do (both measured by
+    on two threads hold the event loop up about as long as ffmpeg runs do, a few ms (both measured by
     benchmarks/upload_accuracy.py).
     """
     kind = fmt.kind
