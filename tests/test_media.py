@@ -222,6 +222,20 @@ def test_wav_round_trip_and_hash() -> None:
     assert media.pcm_sha256(samples) != media.pcm_sha256(samples[1:])
 
 
+def test_int16_conversion_rounds_half_to_even_whatever_the_float_width() -> None:
+    rng = np.random.default_rng(3)
+    halves = (np.arange(-300, 300) + 0.5) / 32768  # exactly between two int16 values
+    for samples in (rng.standard_normal(50_000) * 0.5, halves, np.array([-1.5, 1.5, 0.99999])):
+        expected = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768), -32768, 32767).astype("<i2")
+        assert np.array_equal(media.int16_pcm(samples.astype(np.float32)),
+                              np.clip(np.round(samples.astype(np.float32).astype(np.float64) * 32768),
+                                      -32768, 32767).astype("<i2"))
+        assert np.array_equal(media.int16_pcm(samples), expected)
+    pcm = media.int16_pcm(halves)
+    assert media.int16_pcm(pcm) is pcm  # int16 passes through
+    assert media.pcm_sha256(pcm) == media.pcm_sha256(halves.astype(np.float32))
+
+
 def test_hash_clips_out_of_range_samples() -> None:
     loud = np.array([-2.0, -1.0, 0.0, 0.999, 2.0], dtype=np.float32)
     assert media.pcm_sha256(loud) == hashlib.sha256(

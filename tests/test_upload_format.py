@@ -4,10 +4,13 @@ cache key, and an upstream that refuses a format (fallback to FLAC, then WAV, on
 from __future__ import annotations
 
 import asyncio
+import io
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import av
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
@@ -83,6 +86,19 @@ def test_each_format_decodes_back_to_the_chunk_within_its_worst_case_size(name: 
     assert encode_upload(noise(7.3), fmt) == data  # the same samples, the same bytes
 
 
+def test_opus_is_sent_in_60_ms_packets_of_celt_at_16_khz() -> None:
+    """The default settings reach the encoder: complexity 0 (no speech analysis, so CELT rather than
+    SILK) in 60 ms packets, at the chunk's own 16 kHz (no resampling up to 48 kHz first)."""
+    data = encode_upload(noise(3.0), UploadFormat("opus", 32_000))
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        head = bytes(stream.codec_context.extradata or b"")
+    assert {p.duration * stream.time_base for p in packets[:-1]} == {Fraction(60, 1000)}
+    assert all(bytes(p)[0] >> 3 >= 16 for p in packets)  # TOC configurations 16-31 are CELT
+    assert head.startswith(b"OpusHead") and int.from_bytes(head[12:16], "little") == 16_000  # the input rate
+
+
 # ---- the planner and the cache key
 
 
@@ -118,6 +134,10 @@ def test_the_upload_format_is_part_of_the_cache_keys() -> None:
     again = OpenAIEngine([up("http://127.0.0.1:9/v1", "other", upload_format="opus", upload_bitrate=32)])
     assert job_chunk_key(job, again, "b" * 64) == job_chunk_key(job, engines["opus32"], "b" * 64)
     assert wire_spec((None,)) is None  # the embedded engine's keys carry no format
+    # the encoder's settings are in the key: a transcript of one encoding is not served for another
+    opus = UploadFormat("opus", 32_000)
+    assert wire_spec((opus,)) == opus.key != opus.spec and opus.key.startswith("opus@32k~")
+    assert wire_spec((UploadFormat("flac"),)) == "flac"
 
 
 # ---- against the fake upstream, through the dispatch runner

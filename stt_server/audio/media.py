@@ -391,10 +391,21 @@ def extract_pcm(path: str | Path, start_s: float, end_s: float, timeout_s: float
 # --------------------------------------------------------------------------- PCM helpers
 
 
-def _to_int16(samples: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1) to int16, exact for samples that came from int16."""
-    scaled = np.round(np.asarray(samples, dtype=np.float64) * 32768.0)
-    return np.clip(scaled, -32768, 32767).astype("<i2")
+def int16_pcm(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1) to int16, exact for samples that came from int16; int16 passes through,
+    so a caller converts once for the hash and the uploads (each function below takes either).
+
+    Float32 is scaled in float32: times 32768 is exact in either width, so it rounds as float64 would,
+    at half the memory traffic (this runs for every chunk's hash and upload).
+    """
+    x = np.asarray(samples)
+    if x.dtype == np.int16:
+        return x
+    if x.dtype != np.float32:
+        x = x.astype(np.float64)
+    scaled = np.rint(x * x.dtype.type(32768.0))
+    np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype("<i2")
 
 
 def pcm_to_wav(samples: np.ndarray) -> bytes:
@@ -404,28 +415,31 @@ def pcm_to_wav(samples: np.ndarray) -> bytes:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
-        w.writeframes(_to_int16(samples).tobytes())
+        w.writeframes(int16_pcm(samples).tobytes())
     return buf.getvalue()
 
 
 def pcm_sha256(samples: np.ndarray) -> str:
-    """Hex sha256 of the samples as int16 little-endian bytes: a chunk's content key."""
-    return hashlib.sha256(_to_int16(samples).tobytes()).hexdigest()
+    """Hex sha256 of the samples (float32, or int16 as :func:`int16_pcm` gives) as int16 little-endian
+    bytes: a chunk's content key."""
+    return hashlib.sha256(int16_pcm(samples).tobytes()).hexdigest()
 
 
-def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120) -> bytes:
-    """`samples` (float32 mono 16 kHz) as a file in `fmt`: WAV in-process, the others by one ffmpeg run.
+def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120,
+                  options: tuple[str, ...] | None = None, in_process: bool | None = None) -> bytes:
+    """`samples` (float32 mono 16 kHz, or int16 as :func:`int16_pcm` gives) as a file in `fmt`: WAV
+    in-process, Opus by PyAV in-process, the others by one ffmpeg run. Bit-exact: the same samples always give the same bytes.
 
-    ffmpeg rather than PyAV in-process: the same CPU for Opus, but PyAV's encode loop holds the GIL
-    for most of its time, so encoding chunks in threads stalled the event loop and each other
-    (README, Engines). Bit-exact: the same samples always give the same bytes.
+    ``options`` and ``in_process``: encoder settings and the way of encoding in place of the format's
+    own (:class:`Container`), for measuring others.
     """
     if fmt.name == "wav":
         return pcm_to_wav(samples)
     kind = fmt.kind
-    codec = ["-c:a", kind.codec, *(["-b:a", str(fmt.bitrate)] if fmt.bitrate else []),
-             # constrained VBR keeps Opus near its bitrate, so the planner's worst case holds
-             *(["-vbr", "constrained"] if fmt.name == "opus" else [])]
+    options = kind.options if options is None else options
+    if kind.in_process if in_process is None else in_process:
+        return _encode_in_process(samples, fmt, options)
+    codec = ["-c:a", kind.codec, *(["-b:a", str(fmt.bitrate)] if fmt.bitrate else []), *options]
     # To a file, not a pipe: the MP3 and FLAC muxers seek back to finish their headers (the encoder
     # delay a decoder trims, the total length); on a pipe an MP3 would start 70 ms late.
     with tempfile.TemporaryDirectory(prefix="stt-encode-") as tmp:
@@ -435,10 +449,39 @@ def encode_upload(samples: np.ndarray, fmt: UploadFormat, timeout_s: float = 120
                 [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar",
                  str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", *codec, "-fflags", "+bitexact", "-f", kind.container,
                  "-y", out],
-                input=_to_int16(samples).tobytes(), capture_output=True, timeout=timeout_s, check=False)
+                input=int16_pcm(samples).tobytes(), capture_output=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"encoding a chunk as {fmt.spec} took longer than {timeout_s:g} s") from None
         if done.returncode != 0:
             raise RuntimeError(f"encoding a chunk as {fmt.spec} failed: {done.stderr.decode(errors='replace')[-300:]}")
         with open(out, "rb") as fh:
             return fh.read()
+
+
+def _encode_in_process(samples: np.ndarray, fmt: UploadFormat, options: tuple[str, ...]) -> bytes:
+    """:func:`encode_upload` by PyAV, into memory: ``options`` are ``-name value`` pairs of codec options.
+
+    For Opus at complexity 0 this is half the CPU of an ffmpeg run, whose start and PCM pipe cost
+    as much as the encoding itself, and libopus gives the GIL back often enough that chunks encoding
+    on two threads hold the event loop up about as long as ffmpeg runs do, a few ms (both measured by
+    benchmarks/upload_accuracy.py).
+    """
+    kind = fmt.kind
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=kind.container, options={"fflags": "+bitexact"}) as out:
+        stream = out.add_stream(kind.codec, rate=SAMPLE_RATE, layout="mono")
+        assert isinstance(stream, av.audio.stream.AudioStream)
+        if fmt.bitrate:
+            stream.codec_context.bit_rate = fmt.bitrate
+        stream.codec_context.options = {name.lstrip("-"): value for name, value in zip(options[::2], options[1::2])}
+        out.start_encoding()  # the headers, even for a chunk with no samples
+        pcm = int16_pcm(samples)
+        frames: list[av.AudioFrame | None] = [None]  # None: flush the encoder
+        if len(pcm):
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = SAMPLE_RATE, 0
+            frames.insert(0, frame)
+        for each in frames:
+            for packet in stream.encode(each):
+                out.mux(packet)
+    return buf.getvalue()

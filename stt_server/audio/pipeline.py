@@ -26,7 +26,7 @@ from stt_server.engines.base import ChunkRequest, Engine, Upload
 from stt_server.errors import EngineError, STTError
 from stt_server.jobs.events import EventBus
 from stt_server.jobs.job import Job
-from stt_server.audio.media import encode_upload, extract_pcm, pcm_sha256
+from stt_server.audio.media import encode_upload, extract_pcm, int16_pcm, pcm_sha256
 from stt_server.audio.merge import merge_transcripts
 from stt_server.audio.planner import stream_plan
 from stt_server.settings import PipelineSettings
@@ -64,7 +64,8 @@ def _decode_and_hash(path: Path, chunk: Chunk, timeout_s: float,
     """One hop off the loop per chunk: its 16 kHz samples, their hash (the chunk's cache key), and
     the chunk encoded in each format its engine uploads in (once, whatever the retries)."""
     samples = extract_pcm(path, chunk.start, chunk.end, timeout_s)
-    return samples, pcm_sha256(samples), tuple(Upload(f, encode_upload(samples, f)) for f in formats)
+    pcm = int16_pcm(samples)
+    return samples, pcm_sha256(pcm), tuple(Upload(f, encode_upload(pcm, f)) for f in formats)
 
 
 async def _each(chunks: list[Chunk]) -> AsyncIterator[Chunk]:

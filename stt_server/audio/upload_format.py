@@ -1,13 +1,14 @@
 """The format a chunk is uploaded in to a remote engine: pure data and policy, no I/O.
 
 Bytes on the wire per second of 16 kHz speech (measured): WAV 32,000; FLAC 16,000-24,000;
-MP3 at 32 kb/s 4,000; Opus at 32 kb/s 3,900, with the same WER as WAV. Opus in Ogg at 32 kb/s
+MP3 at 32 kb/s 4,000; Opus at 32 kb/s 3,000-3,500, with the same WER as WAV. Opus in Ogg at 32 kb/s
 is the default. An upstream that refuses a format falls back along :data:`FALLBACK` (lossless
 first, then the plainest), so a refusal never loses a chunk.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -21,10 +22,17 @@ class Container:
     mime: str
     filename: str
     lossy: bool
+    options: tuple[str, ...] = ()  # encoder settings after the bitrate, as ffmpeg's "-name value" pairs
+    in_process: bool = False  # encoded by PyAV in this process rather than by an ffmpeg run
 
 
 _FORMATS = {
-    "opus": Container("ogg", "libopus", "audio/ogg", "chunk.ogg", True),
+    # Constrained VBR keeps Opus near its bitrate, so the planner's worst case holds. Complexity 0
+    # in 60 ms packets costs a quarter of libopus's default (complexity 10, whose speech analysis
+    # picks SILK) for the same words, and in-process half again: no process to start, no pipe
+    # (benchmarks/upload_accuracy.py).
+    "opus": Container("ogg", "libopus", "audio/ogg", "chunk.ogg", True,
+                      ("-vbr", "constrained", "-compression_level", "0", "-frame_duration", "60"), in_process=True),
     "mp3": Container("mp3", "libmp3lame", "audio/mpeg", "chunk.mp3", True),
     "flac": Container("flac", "flac", "audio/flac", "chunk.flac", False),
     "wav": Container("wav", "pcm_s16le", "audio/wav", "chunk.wav", False),
@@ -62,8 +70,16 @@ class UploadFormat:
 
     @property
     def spec(self) -> str:
-        """A short stable name, e.g. ``opus@32k`` or ``flac``: in cache keys, stats and events."""
+        """A short stable name, e.g. ``opus@32k`` or ``flac``: in stats and events."""
         return f"{self.name}@{self.bitrate // 1000}k" if self.lossy and self.bitrate else self.name
+
+    @property
+    def key(self) -> str:
+        """:attr:`spec` plus a digest of the encoder's settings, e.g. ``opus@32k~1a2b3c``: in cache keys,
+        so a transcript made from one encoding is never served for another."""
+        kind = self.kind
+        encoder = " ".join((*kind.options, *(["in-process"] if kind.in_process else [])))
+        return self.spec + ("~" + hashlib.sha256(encoder.encode()).hexdigest()[:6] if encoder else "")
 
     @property
     def worst_bytes_per_s(self) -> float:
@@ -86,5 +102,5 @@ def fallback(fmt: UploadFormat) -> UploadFormat | None:
 
 def wire_spec(formats: "tuple[UploadFormat | None, ...]") -> str | None:
     """What a set of targets' formats adds to a cache key (None: raw samples, as the local engine takes)."""
-    specs = sorted({f.spec for f in formats if f is not None})
+    specs = sorted({f.key for f in formats if f is not None})
     return "+".join(specs) or None
