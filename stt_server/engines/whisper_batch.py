@@ -32,6 +32,7 @@ from stt_server.audio.transcript import Segment, Transcript, Word
 from stt_server.engines.base import ChunkRequest
 
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+FALLBACK_SEED = 0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
@@ -183,7 +184,9 @@ def _finish(model: Any, window: _Window, result: Any) -> _Tail | None:
     if not silent and (ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD) \
             and len(options.temperatures) > 1:
         # too repetitive or too improbable: faster-whisper's own fallback on this window alone, from
-        # its greedy pass again, so that when every temperature fails it picks among all of them
+        # its greedy pass again, so that when every temperature fails it picks among all of them;
+        # sampling starts from one seed, so the same chunk always reads the same
+        ctranslate2.set_random_seed(FALLBACK_SEED)
         result, avg_logprob, temperature, ratio = model.generate_with_fallback(
             ctranslate2.StorageView.from_array(window.encoded), window.prompt, window.tokenizer, options)
         silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
