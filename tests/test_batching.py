@@ -55,6 +55,15 @@ def request(index: int, rounds: int = 1) -> ChunkRequest:
                         chunk_index=index)
 
 
+def held(batch_size: int, wait_s: float = 0.0) -> tuple[Rounds, Batcher]:
+    """A running line whose rounds wait at a closed gate."""
+    rounds = Rounds()
+    rounds.gate.clear()
+    batcher = Batcher(rounds, batch_size=batch_size, wait_s=wait_s)
+    batcher.start()
+    return rounds, batcher
+
+
 async def started(batcher: Batcher, rounds: Rounds, *requests: ChunkRequest) -> list[asyncio.Task]:
     tasks = [asyncio.create_task(batcher.submit(r)) for r in requests]
     await asyncio.to_thread(rounds.entered.wait, 60)
@@ -62,10 +71,7 @@ async def started(batcher: Batcher, rounds: Rounds, *requests: ChunkRequest) -> 
 
 
 async def test_each_chunk_gets_its_own_result_and_batches_fill_in_line_order() -> None:
-    rounds = Rounds()
-    rounds.gate.clear()
-    batcher = Batcher(rounds, batch_size=3, wait_s=0.0)
-    batcher.start()
+    rounds, batcher = held(3)
     first = await started(batcher, rounds, request(0))  # the first round starts alone: nobody waits for company
     rest = [asyncio.create_task(batcher.submit(request(i))) for i in range(1, 6)]
     await asyncio.sleep(0)
@@ -78,10 +84,7 @@ async def test_each_chunk_gets_its_own_result_and_batches_fill_in_line_order() -
 
 
 async def test_unfinished_chunks_go_back_to_the_front_and_share_the_next_round() -> None:
-    rounds = Rounds()
-    rounds.gate.clear()
-    batcher = Batcher(rounds, batch_size=2, wait_s=0.0)
-    batcher.start()
+    rounds, batcher = held(2)
     long_one = await started(batcher, rounds, request(0, rounds=2))
     others = [asyncio.create_task(batcher.submit(request(i))) for i in (1, 2)]
     await asyncio.sleep(0)
@@ -93,10 +96,7 @@ async def test_unfinished_chunks_go_back_to_the_front_and_share_the_next_round()
 
 
 async def test_a_cancelled_chunk_leaves_the_line_and_a_running_one_is_dropped_alone() -> None:
-    rounds = Rounds()
-    rounds.gate.clear()
-    batcher = Batcher(rounds, batch_size=2, wait_s=0.0)
-    batcher.start()
+    rounds, batcher = held(2)
     running = await started(batcher, rounds, request(0), request(1))
     waiting = [asyncio.create_task(batcher.submit(request(i))) for i in (2, 3, 4)]
     await asyncio.sleep(0)
@@ -126,10 +126,7 @@ async def test_a_failing_chunk_fails_alone_and_its_round_mates_complete() -> Non
 
 
 async def test_other_model_work_waits_for_the_round_in_progress() -> None:
-    rounds = Rounds()
-    rounds.gate.clear()
-    batcher = Batcher(rounds, batch_size=2, wait_s=0.0)
-    batcher.start()
+    rounds, batcher = held(2)
     chunk = await started(batcher, rounds, request(0))
     order: list[str] = []
     other = asyncio.create_task(batcher.call(lambda: order.append("detect")))

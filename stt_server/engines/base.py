@@ -24,9 +24,9 @@ class EngineLimits:
     split_short_files_into: int | None = None
     upload_bytes_per_s: float = WAV_BYTES_PER_SECOND  # worst case of the upload format: caps chunk length
 
-
     @property
     def parallel_pieces(self) -> int:
+        """What the planner splits a short file for."""
         return self.split_short_files_into or self.concurrency
 
 

@@ -55,7 +55,7 @@ class Batcher:
     _model: asyncio.Semaphore = field(init=False)
     rounds: int = 0
     items: int = 0  # chunks taken into rounds (a chunk counts once per round it is in)
-    windows: int = 0  # windows through the encoder (several short chunk tails can share one)
+    windows: int = 0  # windows through the encoder (an open tail read from its window adds none)
     busy_s: float = 0.0
 
     def __post_init__(self) -> None:

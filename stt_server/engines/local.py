@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +86,6 @@ class LocalEngine:
     async def transcribe(self, request: ChunkRequest) -> Transcript:
         if self._model is None:
             raise EngineError("the local model is not loaded", retryable=False)
-        if self.model.endswith(".en"):
-            request = replace(request, language="en")
         self._busy += 1
         try:
             return await self._batcher.submit(request)

@@ -129,9 +129,9 @@ def run_round(model: Any, cursors: list[Cursor], decoding: Decoding) -> int:
         suppress_blank=True, suppress_tokens=first.suppress_tokens,
         max_initial_timestamp_index=int(round(MAX_INITIAL_TIMESTAMP_S / model.time_precision)), **sampling)
     del encoded
-    tails = [tail for window, result in zip(windows, results) if (tail := _finish(model, window, result))]
-    if tails:
-        _read_tails(model, tails, decoding)
+    for window, result in zip(windows, results):
+        if (tail := _finish(model, window, result)) is not None:
+            _read_tail(model, tail, decoding)
     return len(windows)
 
 
@@ -144,7 +144,9 @@ def _features(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int]:
 def _start(model: Any, cursor: Cursor) -> None:
     if cursor.features is None:
         cursor.features, cursor.content_frames = _features(model, cursor.request.samples)
-        cursor.language = cursor.request.language or ("en" if not model.model.is_multilingual else None)
+        # an English-only model speaks English whatever was asked; a multilingual one without a language
+        # guesses it per chunk in its first window
+        cursor.language = "en" if not model.model.is_multilingual else cursor.request.language
 
 
 def _prepare(model: Any, cursor: Cursor, decoding: Decoding) -> _Window:
@@ -172,6 +174,22 @@ def _scores(result: Any, tokenizer: Tokenizer) -> tuple[float, float]:
     tokens = result.sequences_ids[0]
     avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
     return avg_logprob, get_compression_ratio(tokenizer.decode(tokens).strip())
+
+
+def _keep(cursor: Cursor, tokenizer: Tokenizer, segments: list[dict[str, Any]],
+          scores: tuple[float, float, float, float], until_s: float = float("inf")) -> None:
+    """Add faster-whisper's segment dicts to the cursor's segments, as faster-whisper yields them (an
+    empty or zero-length one is left out); ``scores``: temperature, avg_logprob, compression ratio,
+    no-speech probability of the decoding they came from; ends are cut at ``until_s``."""
+    temperature, avg_logprob, ratio, no_speech = (float(x) for x in scores)
+    for s in segments:
+        text = tokenizer.decode(s["tokens"])
+        if s["start"] >= s["end"] or not text.strip():
+            continue
+        cursor.segments.append(Segment(
+            start=float(s["start"]), end=float(min(s["end"], until_s)), text=text, tokens=tuple(s["tokens"]),
+            temperature=temperature, avg_logprob=avg_logprob, compression_ratio=ratio, no_speech_prob=no_speech,
+            words=tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words") or ())))
 
 
 def _finish(model: Any, window: _Window, result: Any) -> _Tail | None:
@@ -208,15 +226,7 @@ def _finish(model: Any, window: _Window, result: Any) -> _Tail | None:
                 seek = round(ends[-1] * model.frames_per_second)
     # always forward: a window that ends on a timestamp at its own start is taken as read
     cursor.seek = seek if seek > cursor.seek else cursor.seek + window.size
-    for s in segments:
-        text = window.tokenizer.decode(s["tokens"])
-        if s["start"] == s["end"] or not text.strip():
-            continue
-        cursor.segments.append(Segment(
-            start=float(s["start"]), end=float(s["end"]), text=text, tokens=tuple(s["tokens"]),
-            temperature=float(temperature), avg_logprob=float(avg_logprob), compression_ratio=float(ratio),
-            no_speech_prob=float(result.no_speech_prob),
-            words=tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words") or ())))
+    _keep(cursor, window.tokenizer, segments, (temperature, avg_logprob, ratio, result.no_speech_prob))
     if single_ending or options.word_timestamps or cursor.finished or not heard_all:
         return None
     return _Tail(window, [t for seg in segments for t in seg["tokens"] if t < window.tokenizer.eot])
@@ -256,11 +266,10 @@ def detect_language(model: Any, samples: np.ndarray) -> str:
 # runs on near the end of the window, and faster-whisper's loop then starts a new window there. For
 # a chunk of up to 30 s cut at a silence, that window holds only the last few seconds, yet the
 # encoder costs a whole 30 s window: on held-back speech more than half the chunks needed one.
-# The first window has already heard those seconds, so instead its encoder output is decoded
-# once more, without timestamps and with the text so far as a prefix: the decoder goes on with
-# the words it left out, which become one segment from the open timestamp to the chunk's end. The
-# tails of a round are decoded together; a tail whose text looks doubtful (the cases faster-whisper
-# would decode again at a higher temperature) keeps its cursor where it is, for a window of its own.
+# The first window has already heard those seconds, so instead its encoder output is decoded once
+# more from the open timestamp (see :func:`_read_tail`); a tail whose text looks doubtful (the cases
+# faster-whisper would decode again at a higher temperature) keeps its cursor where it is, for a
+# window of its own.
 
 
 TAIL_TOKENS_PER_S = 8
@@ -272,11 +281,6 @@ TAIL_IGNORED_S = 1.0
 class _Tail:
     window: _Window
     said: list[int]  # the text tokens of the window's finished segments
-
-
-def _read_tails(model: Any, tails: list[_Tail], decoding: Decoding) -> None:
-    for tail in tails:
-        _read_tail(model, tail, decoding)
 
 
 def _read_tail(model: Any, tail: _Tail, decoding: Decoding) -> None:
@@ -316,12 +320,6 @@ def _read_tail(model: Any, tail: _Tail, decoding: Decoding) -> None:
     segments, seek, _ = model._split_segments_by_timestamps(
         tokenizer=window.tokenizer, tokens=tokens, time_offset=window.offset_s, segment_size=window.size,
         segment_duration=window.size / 100, seek=round(window.offset_s * 100))
-    for s in segments:
-        text = window.tokenizer.decode(s["tokens"])
-        if s["start"] >= s["end"] or not text.strip():
-            continue
-        cursor.segments.append(Segment(
-            start=float(s["start"]), end=float(min(s["end"], cursor.content_frames / 100)), text=text,
-            tokens=tuple(s["tokens"]), avg_logprob=float(avg_logprob), compression_ratio=float(ratio),
-            no_speech_prob=float(result.no_speech_prob)))
+    _keep(cursor, window.tokenizer, segments, (0.0, avg_logprob, ratio, result.no_speech_prob),
+          until_s=cursor.content_frames / 100)
     cursor.seek = max(cursor.seek + 1, seek)  # open once more: the loop goes on from its last timestamp
