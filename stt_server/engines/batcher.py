@@ -149,7 +149,10 @@ class Batcher:
     def _run(self, batch: list[_Item]) -> None:
         """One round; when it raises, each chunk alone, so the error stays with the chunk that has it."""
         try:
-            self.windows += self.run_round([item.cursor for item in batch])
+            # the count first, then the sum: ``self.windows += run_round(...)`` reads the total before the
+            # round and would lose a concurrent round's windows when workers > 1
+            encoded = self.run_round([item.cursor for item in batch])
+            self.windows += encoded
             return
         except Exception as exc:  # noqa: BLE001 - isolated below
             if len(batch) == 1:
@@ -158,7 +161,8 @@ class Batcher:
             log.warning("batch_round_failed", windows=len(batch), error=str(exc))
         for item in batch:
             try:
-                self.windows += self.run_round([item.cursor])
+                encoded = self.run_round([item.cursor])
+                self.windows += encoded
             except Exception as exc:  # noqa: BLE001 - this chunk's own failure
                 item.error = exc
 
