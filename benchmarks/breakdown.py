@@ -3,17 +3,19 @@ this process, on the held-back 10-minute MP3 (benchmarks/heldout.py), wall and C
 
     .venv/bin/python -m benchmarks.breakdown [--minutes 10]
 
-Stages: probe; the envelope pass (the whole file decoded once to find silences) and the plan;
-each chunk decoded again (one ffmpeg run per chunk, as the server does, beside PyAV decoding the
-same spans in-process); the engine (batched model calls); the merge; the database (the plan and
-every chunk's result written to a real SQLite file). In the server the envelope pass, the chunk
-decodes and the engine overlap; here they run one after another so each can be timed.
+Stages: probe; the envelope pass (the whole file decoded once to find silences, its samples kept
+in a file, as the server does) and the plan; each chunk read back from that file (beside what
+decoding each chunk again would cost: one ffmpeg run per chunk, or PyAV in-process); the engine
+(batched model calls); the merge; the database (the plan and every chunk's result written to a
+real SQLite file). In the server the envelope pass, the chunk reads and the engine overlap; here
+they run one after another so each can be timed. CPU seconds include child processes (ffmpeg).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +26,8 @@ import numpy as np
 
 from benchmarks.heldout import heldout_file
 from stt_server.audio.chunking import ChunkPolicy, plan_chunks
-from stt_server.audio.media import energy_envelope, extract_pcm, probe
+from stt_server.audio.decoded import DecodedAudio
+from stt_server.audio.media import envelope_blocks, extract_pcm, probe
 from stt_server.audio.merge import merge_transcripts
 from stt_server.engines.base import ChunkRequest
 from stt_server.engines.local import LocalEngine
@@ -37,11 +40,22 @@ from tests.corpus import wer
 T = TypeVar("T")
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (ffmpeg)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def timed(rows: list[tuple[str, float, float]], name: str, work: Callable[[], T]) -> T:
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), cpu_s()
     result = work()
-    rows.append((name, time.perf_counter() - wall, time.process_time() - cpu))
+    rows.append((name, time.perf_counter() - wall, cpu_s() - cpu))
     return result
+
+
+def envelope_pass(path: Path, decoded: DecodedAudio) -> np.ndarray:
+    with decoded.writing():
+        return np.concatenate(list(envelope_blocks(path, sink=decoded.write)))
 
 
 def pyav_span(path: Path, start_s: float, end_s: float) -> np.ndarray:
@@ -100,12 +114,18 @@ def main() -> None:
     rows: list[tuple[str, float, float]] = []
     info = timed(rows, "probe", lambda: probe(audio.path))
     duration = float(info.duration_s or 0.0)
-    envelope = timed(rows, "envelope pass (whole file decoded once)", lambda: energy_envelope(audio.path))
+    folder = tempfile.TemporaryDirectory()
+    decoded = DecodedAudio(Path(folder.name) / "job.pcm")
+    envelope = timed(rows, "envelope pass (whole file decoded once, kept)", lambda: envelope_pass(audio.path, decoded))
     chunks = timed(rows, "plan (silences → chunks)", lambda: plan_chunks(envelope, 0.05, duration, ChunkPolicy(), 1))
     spans = [(c.start, c.end) for c in chunks if not c.silent]
-    samples = timed(rows, f"chunk decode, ffmpeg per chunk ({len(spans)})",
-                    lambda: [extract_pcm(audio.path, a, b) for a, b in spans])
+    read = timed(rows, f"chunks read back from the decoded file ({len(spans)})",
+                 lambda: [decoded.read(a, b) for a, b in spans])
+    samples = [s for s in read if s is not None]
+    assert len(samples) == len(spans), "a span was missing from the decoded file"
+    timed(rows, "  the same spans, one ffmpeg run each", lambda: [extract_pcm(audio.path, a, b) for a, b in spans])
     timed(rows, "  the same spans with PyAV in-process", lambda: [pyav_span(audio.path, a, b) for a, b in spans])
+    folder.cleanup()
     results, stats = timed(rows, f"engine (batches of {args.batch_size})",
                            lambda: asyncio.run(engine_pass(samples, args.batch_size)))
     spoken = [c for c in chunks if not c.silent]

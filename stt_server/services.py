@@ -186,7 +186,7 @@ async def open_services(settings: Settings, engine_factory: EngineFactory = defa
                             decoders=p.decoders or None, on_event=bus.publish)
         queue = JobQueue(max_queued=settings.queue.max_queued, ageing_s=settings.queue.ageing_s)
         lifecycle = Lifecycle(store, bus, spool)
-        pipeline = Pipeline(p, store, bus, cache, spool.directory, dispatch)
+        pipeline = Pipeline(p, store, bus, cache, spool.directory, dispatch, spool.decoded)
         runner = Workers(settings.queue.job_workers, queue, lifecycle, pipeline, engines)
         services = Services(settings, store, bus, cache, spool, engines, queue, lifecycle, pipeline, runner, dispatch)
         # Listening before resume_unfinished: a job it fails still gets its webhook.

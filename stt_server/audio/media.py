@@ -1,8 +1,9 @@
 """Audio I/O: probe a file, measure its loudness, and extract chunks — all streaming.
 
 Nothing here decodes a whole file into memory: `probe` seeks, `energy_envelope`
-folds ffmpeg's output block by block into one number per frame, and
-`extract_pcm` decodes only the span asked for. Every function is blocking;
+folds ffmpeg's output block by block into one number per frame (and can hand
+the same blocks to a file, see `stt_server.audio.decoded`), and `extract_pcm`
+decodes only the span asked for. Every function is blocking;
 callers run each one in a single `asyncio.to_thread` hop.
 
 Only local files are accepted. Paths are made absolute before they reach
@@ -26,7 +27,7 @@ import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import av
 import numpy as np
@@ -39,9 +40,6 @@ log = structlog.get_logger(__name__)
 
 SAMPLE_RATE = 16_000
 """Rate of every PCM array this module returns (what Whisper expects)."""
-
-ENVELOPE_RATE = 8_000
-"""Rate the energy envelope is measured at; speech energy lives well below 4 kHz."""
 
 DB_FLOOR = -100.0
 READ_BLOCK = 64 * 1024
@@ -325,18 +323,25 @@ def energy_envelope(path: str | Path, frame_s: float = 0.05, timeout_s: float = 
     return np.concatenate(levels) if levels else np.empty(0, dtype=np.float32)
 
 
-def envelope_blocks(path: str | Path, frame_s: float = 0.05, timeout_s: float = 600) -> Iterator[np.ndarray]:
+def envelope_blocks(path: str | Path, frame_s: float = 0.05, timeout_s: float = 600,
+                    sink: Callable[[bytes], None] | None = None) -> Iterator[np.ndarray]:
     """:func:`energy_envelope` as it is decoded: successive runs of frame levels (float32), so a
-    planner can start on the beginning of a long file while the rest is still being read."""
+    planner can start on the beginning of a long file while the rest is still being read.
+
+    The levels are measured on the samples chunks are made of (16 kHz mono). ``sink`` gets those
+    samples too (16-bit little-endian, whole samples only), each block before the levels it gives
+    are yielded, so whatever is planned from the levels can already be read back from the sink."""
     local = _local_path(path)
-    frame_len = max(1, round(frame_s * ENVELOPE_RATE))
+    frame_len = max(1, round(frame_s * SAMPLE_RATE))
     carry = np.empty(0, dtype=np.float64)
     pending = b""
-    with _Decoder(_decode_args(local, ENVELOPE_RATE), timeout_s) as decoder:
+    with _Decoder(_decode_args(local, SAMPLE_RATE), timeout_s) as decoder:
         for block in decoder.blocks():
             block, pending = pending + block, b""
             if len(block) % 2:  # never split a 16-bit sample
                 block, pending = block[:-1], block[-1:]
+            if sink is not None:
+                sink(block)
             samples = np.concatenate([carry, np.frombuffer(block, dtype="<i2").astype(np.float64)])
             whole = len(samples) - len(samples) % frame_len
             if whole:

@@ -26,6 +26,7 @@ from stt_server.engines.base import ChunkRequest, Engine, Upload
 from stt_server.errors import EngineError, STTError
 from stt_server.jobs.events import EventBus
 from stt_server.jobs.job import Job
+from stt_server.audio.decoded import DecodedAudio
 from stt_server.audio.media import encode_upload, extract_pcm, int16_pcm, pcm_sha256
 from stt_server.audio.merge import merge_transcripts
 from stt_server.audio.planner import stream_plan
@@ -59,11 +60,14 @@ def chunk_policy(settings: PipelineSettings, engine: Engine) -> ChunkPolicy:
                        silence_db=settings.silence_db)
 
 
-def _decode_and_hash(path: Path, chunk: Chunk, timeout_s: float,
-                     formats: tuple[UploadFormat, ...] = ()) -> tuple[np.ndarray, str, tuple[Upload, ...]]:
-    """One hop off the loop per chunk: its 16 kHz samples, their hash (the chunk's cache key), and
-    the chunk encoded in each format its engine uploads in (once, whatever the retries)."""
-    samples = extract_pcm(path, chunk.start, chunk.end, timeout_s)
+def _decode_and_hash(path: Path, chunk: Chunk, timeout_s: float, formats: tuple[UploadFormat, ...] = (),
+                     decoded: DecodedAudio | None = None) -> tuple[np.ndarray, str, tuple[Upload, ...]]:
+    """One hop off the loop per chunk: its 16 kHz samples (read back from the planning pass's
+    ``decoded`` file, or else decoded from the upload), their hash (the chunk's cache key), and the
+    chunk encoded in each format its engine uploads in (once, whatever the retries)."""
+    samples = decoded.read(chunk.start, chunk.end) if decoded is not None else None
+    if samples is None:
+        samples = extract_pcm(path, chunk.start, chunk.end, timeout_s)
     pcm = int16_pcm(samples)
     return samples, pcm_sha256(pcm), tuple(Upload(f, encode_upload(pcm, f)) for f in formats)
 
@@ -83,18 +87,20 @@ class _Run:
     done: dict[int, Transcript]
     total: int  # chunks in the plan (an estimate until planning ends)
     chunks: list[Chunk] = field(default_factory=list)  # planned so far
+    decoded: DecodedAudio | None = None  # the samples the planning pass decoded, if this run planned
 
 
 class Pipeline:
     """Runs one job from its spooled audio to a merged transcript."""
 
     def __init__(self, settings: PipelineSettings, store: Store, bus: EventBus,
-                 cache: CacheManager | None, spool_dir: Path, dispatch: Dispatch) -> None:
+                 cache: CacheManager | None, spool_dir: Path, dispatch: Dispatch, decoded_dir: Path) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
         self.cache = cache
         self.spool_dir = spool_dir
+        self.decoded_dir = decoded_dir
         self.dispatch = dispatch
         self.draining = False
 
@@ -108,7 +114,11 @@ class Pipeline:
         job = await with_detected_language(job, engine, self.spool_dir / job.sha256,
                                            self.settings.ffmpeg_timeout_s, self.dispatch[engine.name])
         run = _Run(job, engine, self.spool_dir / job.sha256, {}, 0)
-        await self._transcribe_all(run, await self._chunks_to_do(run))
+        try:
+            await self._transcribe_all(run, await self._chunks_to_do(run))
+        finally:
+            if run.decoded is not None:
+                run.decoded.remove()
         merged = merge_transcripts([(c, run.done[c.index]) for c in run.chunks], job.duration_s,
                                    language=job.language)
         if self.cache:
@@ -145,8 +155,10 @@ class Pipeline:
 
     async def _make_plan(self, run: _Run, ready: asyncio.Queue[Chunk | BaseException | None]) -> None:
         began = time.perf_counter()
+        run.decoded = DecodedAudio(self.decoded_dir / f"{run.job.id}.pcm")
         steps = stream_plan(run.path, run.job.duration_s, chunk_policy(self.settings, run.engine),
-                            run.engine.limits.parallel_pieces, self.settings.frame_s, self.settings.ffmpeg_timeout_s)
+                            run.engine.limits.parallel_pieces, self.settings.frame_s, self.settings.ffmpeg_timeout_s,
+                            run.decoded)
         try:
             async with contextlib.aclosing(steps):
                 async for step in steps:
@@ -204,7 +216,8 @@ class Pipeline:
         runner = self.dispatch[engine.name]
         async with self.dispatch.decode_slots:  # shared by every job: one decode per usable core
             samples, digest, uploads = await asyncio.to_thread(
-                _decode_and_hash, run.path, chunk, self.settings.ffmpeg_timeout_s, runner.upload_formats())
+                _decode_and_hash, run.path, chunk, self.settings.ffmpeg_timeout_s, runner.upload_formats(),
+                run.decoded)
         key = job_chunk_key(job, engine, digest)
         hit = await self.cache.get(key) if self.cache else None
         if hit is not None:

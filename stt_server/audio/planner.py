@@ -13,10 +13,11 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncGenerator
+from typing import AsyncGenerator, Iterator
 
 import numpy as np
 
+from stt_server.audio.decoded import DecodedAudio
 from stt_server.audio.chunking import Chunk, ChunkPolicy, choose_chunk_length, plan_chunks, settled_chunks
 from stt_server.audio.media import envelope_blocks
 
@@ -39,15 +40,24 @@ def estimate_total(settled: list[Chunk], duration_s: float, length: float) -> in
 
 
 async def stream_plan(path: Path, duration_s: float, policy: ChunkPolicy, parallelism: int,
-                      frame_s: float, timeout_s: float) -> AsyncGenerator[PlanStep, None]:
-    """Plan steps for the audio at ``path`` as its envelope is decoded."""
+                      frame_s: float, timeout_s: float,
+                      decoded: DecodedAudio | None = None) -> AsyncGenerator[PlanStep, None]:
+    """Plan steps for the audio at ``path`` as its envelope is decoded; with ``decoded``, the samples
+    measured are written there too, so every chunk released can be read back from it."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[object] = asyncio.Queue()
     stop = threading.Event()
 
+    def levels() -> Iterator[np.ndarray]:
+        if decoded is None:
+            yield from envelope_blocks(path, frame_s, timeout_s)
+            return
+        with decoded.writing():
+            yield from envelope_blocks(path, frame_s, timeout_s, sink=decoded.write)
+
     def produce() -> None:
         try:
-            for block in envelope_blocks(path, frame_s, timeout_s):
+            for block in levels():
                 loop.call_soon_threadsafe(queue.put_nowait, block)
                 if stop.is_set():
                     return  # leaving the generator kills ffmpeg

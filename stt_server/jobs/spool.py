@@ -33,6 +33,9 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self.incoming = directory / ".incoming"
         self.incoming.mkdir(exist_ok=True)
+        # Audio of running jobs, decoded by their planning pass (stt_server.audio.decoded).
+        self.decoded = directory / ".decoded"
+        self.decoded.mkdir(exist_ok=True)
         # A running total, so that checking the size limit costs nothing per upload; the lock
         # because retention removes files from a worker thread.
         self._lock = threading.Lock()
@@ -171,9 +174,10 @@ class Spool:
         return digest.hexdigest() == sha256
 
     def clear_incoming(self) -> int:
-        """Remove half-written uploads left by a crash."""
+        """Remove what a crash left: half-written uploads, and audio decoded for jobs that were running
+        (a resumed job reads its chunks from its upload)."""
         removed = 0
-        for leftover in self.incoming.iterdir():
+        for leftover in [*self.incoming.iterdir(), *self.decoded.iterdir()]:
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
