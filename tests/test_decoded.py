@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import AsyncGenerator
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from stt_server.audio import media
 from stt_server.audio.chunking import Chunk, ChunkPolicy
 from stt_server.audio.decoded import DecodedAudio
-from stt_server.audio.planner import stream_plan
+from stt_server.audio.planner import PlanStep, stream_plan
 from tests.conftest import services_of, upload, wait_job
 from tests.corpus import CORPUS_DIR, build_long_audio
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
@@ -27,12 +28,16 @@ def long_audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
+def _steps(path: Path, decoded: DecodedAudio) -> AsyncGenerator[PlanStep, None]:
+    """The planner over ``path`` (chunks of up to 20 s), writing what it decodes to ``decoded``."""
+    return stream_plan(path, media.probe(path).duration_s, ChunkPolicy(max_chunk_s=20.0, min_chunk_s=5.0), 1,
+                       0.05, 60, decoded)
+
+
 async def _plan_reading(path: Path, decoded: DecodedAudio) -> list[tuple[Chunk, np.ndarray]]:
     """Every chunk the planner releases, read back from ``decoded`` at the moment it is released."""
-    duration = media.probe(path).duration_s
     read = []
-    async for step in stream_plan(path, duration, ChunkPolicy(max_chunk_s=20.0, min_chunk_s=5.0), 1, 0.05, 60,
-                                  decoded):
+    async for step in _steps(path, decoded):
         for chunk in step.chunks:
             samples = decoded.read(chunk.start, chunk.end)
             assert samples is not None, f"chunk {chunk.index} was released before its samples were written"
@@ -89,8 +94,7 @@ def test_a_plan_left_early_leaves_the_file_incomplete(long_audio: dict[str, Path
     decoded = DecodedAudio(tmp_path / "job.pcm")
 
     async def first_step() -> None:
-        steps = stream_plan(path, media.probe(path).duration_s, ChunkPolicy(max_chunk_s=20.0, min_chunk_s=5.0),
-                            1, 0.05, 60, decoded)
+        steps = _steps(path, decoded)
         async for _ in steps:
             break
         await steps.aclose()
@@ -151,8 +155,7 @@ def test_a_disk_that_fills_drops_the_file_not_the_job(long_audio: dict[str, Path
 
     async def plan() -> int:
         count = 0
-        async for step in stream_plan(path, media.probe(path).duration_s,
-                                      ChunkPolicy(max_chunk_s=20.0, min_chunk_s=5.0), 1, 0.05, 60, decoded):
+        async for step in _steps(path, decoded):
             count += len(step.chunks)
         return count
 

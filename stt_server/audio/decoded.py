@@ -20,7 +20,7 @@ from typing import IO, Iterator
 import numpy as np
 import structlog
 
-from stt_server.audio.media import SAMPLE_RATE
+from stt_server.audio.media import sample_span
 
 log = structlog.get_logger(__name__)
 
@@ -76,9 +76,7 @@ class DecodedAudio:
     def read(self, start_s: float, end_s: float) -> np.ndarray | None:
         """Float32 samples of [start_s, end_s), exactly as many as :func:`media.extract_pcm` gives for
         the span (silence past the end of the audio); None when the file does not hold the span."""
-        first, stop = round(start_s * SAMPLE_RATE), round(end_s * SAMPLE_RATE)
-        if first < 0 or stop < first:
-            raise ValueError(f"bad span [{start_s}, {end_s})")
+        first, stop = sample_span(start_s, end_s)
         if self.given_up or (stop > self.samples and not self.complete):
             return None
         out = np.zeros(stop - first, dtype=np.float32)

@@ -276,8 +276,14 @@ class _Decoder:
         self.proc.kill()
 
     def blocks(self) -> Iterator[bytes]:
+        """ffmpeg's 16-bit output as it comes, in blocks of whole samples (a byte split off is held back
+        for the next block)."""
         assert self.proc.stdout is not None
+        pending = b""
         while block := self.proc.stdout.read(READ_BLOCK):
+            block, pending = pending + block, b""
+            if len(block) % 2:
+                block, pending = block[:-1], block[-1:]
             yield block
 
     def __enter__(self) -> _Decoder:
@@ -334,12 +340,8 @@ def envelope_blocks(path: str | Path, frame_s: float = 0.05, timeout_s: float = 
     local = _local_path(path)
     frame_len = max(1, round(frame_s * SAMPLE_RATE))
     carry = np.empty(0, dtype=np.float64)
-    pending = b""
     with _Decoder(_decode_args(local, SAMPLE_RATE), timeout_s) as decoder:
         for block in decoder.blocks():
-            block, pending = pending + block, b""
-            if len(block) % 2:  # never split a 16-bit sample
-                block, pending = block[:-1], block[-1:]
             if sink is not None:
                 sink(block)
             samples = np.concatenate([carry, np.frombuffer(block, dtype="<i2").astype(np.float64)])
@@ -358,6 +360,15 @@ def _frame_db(frames: np.ndarray) -> np.ndarray:
     return np.maximum(db, DB_FLOOR)
 
 
+def sample_span(start_s: float, end_s: float) -> tuple[int, int]:
+    """The first sample of [start_s, end_s) and the one after its last, at 16 kHz: rounded the same
+    way wherever a span is cut, so consecutive spans tile the audio."""
+    first, stop = round(start_s * SAMPLE_RATE), round(end_s * SAMPLE_RATE)
+    if first < 0 or stop < first:
+        raise ValueError(f"bad span [{start_s}, {end_s})")
+    return first, stop
+
+
 def extract_pcm(path: str | Path, start_s: float, end_s: float, timeout_s: float = 120) -> np.ndarray:
     """Float32 mono 16 kHz samples of [start_s, end_s), decoding only that span.
 
@@ -366,9 +377,7 @@ def extract_pcm(path: str | Path, start_s: float, end_s: float, timeout_s: float
     file with no sample lost or repeated.
     """
     local = _local_path(path)
-    first, stop = round(start_s * SAMPLE_RATE), round(end_s * SAMPLE_RATE)
-    if first < 0 or stop < first:
-        raise ValueError(f"bad span [{start_s}, {end_s})")
+    first, stop = sample_span(start_s, end_s)
     count = stop - first
     if count == 0:
         return np.zeros(0, dtype=np.float32)
@@ -377,12 +386,8 @@ def extract_pcm(path: str | Path, start_s: float, end_s: float, timeout_s: float
     span = ((first - preroll) / SAMPLE_RATE, (preroll + count + 160) / SAMPLE_RATE)
     out = np.zeros(count, dtype=np.float32)
     skip, filled = preroll, 0
-    pending = b""
     with _Decoder(_decode_args(local, SAMPLE_RATE, span), timeout_s) as decoder:
         for block in decoder.blocks():
-            block, pending = pending + block, b""
-            if len(block) % 2:
-                block, pending = block[:-1], block[-1:]
             samples = np.frombuffer(block, dtype="<i2")
             dropped = min(skip, len(samples))
             samples, skip = samples[dropped:], skip - dropped
