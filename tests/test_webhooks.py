@@ -192,6 +192,28 @@ def _sender(store: Store, session: aiohttp.ClientSession, secret: bytes = SECRET
     return sender
 
 
+async def test_a_retry_whose_sleep_overran_the_deadline_is_not_sent(
+    store: Store, aiohttp_server: MakeServer,
+) -> None:
+    """On a busy loop a backoff sleep can end past max_elapsed: the retry it led to is not sent."""
+    receiver = Receiver(fail_first=None)
+    job = await _finished_job(store, await _receiver(aiohttp_server, receiver))
+
+    async def oversleep(delay: float) -> None:  # the loop was busy: the sleep ends well after its delay
+        await asyncio.sleep(delay + 0.8)
+
+    async with aiohttp.ClientSession() as session:
+        sender = _sender(store, session, max_elapsed_s=0.5)
+        sender.sleep = oversleep
+        await sender.bus.emit("job.failed", job.id, error="boom")
+        await _poll(lambda: sender.pending == 0, timeout=10)
+        await sender.close()
+    attempts = await store.webhook_attempts(job.id)
+    assert len(attempts) == len(receiver.seen) == 1  # the retry would have started past the deadline
+    history = await sender.bus.history(job.id)
+    assert history[-1].name == "webhook.failed" and history[-1].data["attempts"] == 1
+
+
 async def test_a_receiver_that_always_fails_is_given_up_after_max_elapsed(
     store: Store, aiohttp_server: MakeServer,
 ) -> None:

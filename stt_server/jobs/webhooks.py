@@ -214,15 +214,17 @@ class WebhookSender:
                 await self.bus.emit("webhook.delivered", job_id, attempts=attempt, status=status)
                 return
             delay = self._delay(attempt, retry_after)
-            if not worth_retrying(status, final) or self.clock() + delay > deadline:
-                log.warning("webhook_failed", job_id=job_id, url=shown, attempts=attempt,
-                            status=status, error=error)
-                await self.bus.emit("webhook.failed", job_id, attempts=attempt, status=status, error=error)
-                return
-            log.info("webhook_retry", job_id=job_id, url=shown, attempt=attempt, status=status,
-                     error=error, delay_s=round(delay, 3))
-            await self.sleep(delay)
-            attempt += 1
+            if worth_retrying(status, final) and self.clock() + delay <= deadline:
+                log.info("webhook_retry", job_id=job_id, url=shown, attempt=attempt, status=status,
+                         error=error, delay_s=round(delay, 3))
+                await self.sleep(delay)
+                # a sleep that overran (a busy loop) does not earn an attempt past the deadline
+                if self.clock() <= deadline:
+                    attempt += 1
+                    continue
+            log.warning("webhook_failed", job_id=job_id, url=shown, attempts=attempt, status=status, error=error)
+            await self.bus.emit("webhook.failed", job_id, attempts=attempt, status=status, error=error)
+            return
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         s = self.settings
