@@ -6,6 +6,11 @@ import asyncio
 import time
 from pathlib import Path
 
+import numpy as np
+
+from stt_server.engines.backoff import RetryPolicy
+from stt_server.engines.base import ChunkRequest, EngineLimits
+from stt_server.engines.dispatch import Runner
 from tests.conftest import services_of, upload, wait_job
 from tests.corpus import build_long_audio
 from tests.gated_engine import GatedEngine, factory_for, gated_settings
@@ -42,3 +47,30 @@ async def test_delete_of_a_running_job_stops_it_and_frees_the_worker(make_client
     done = await wait_job(client, follow["id"], timeout=30)
     assert done["status"] == "completed"
     assert gate.calls - calls == done["progress"]["chunks_total"]
+
+
+async def test_a_chunk_cancelled_while_it_releases_its_slot_still_wakes_the_next() -> None:
+    """A chunk whose job is cancelled just as it gives its slot back (waiting for the runner's lock)
+    must still wake the chunk waiting for that slot; else that chunk waits for ever beside a free slot."""
+    engine = GatedEngine(go=False)
+    engine.limits = EngineLimits(max_chunk_s=30.0, concurrency=1)
+    await engine.start()
+    runner = Runner(engine, RetryPolicy())
+    request = ChunkRequest(samples=np.zeros(16000, dtype=np.float32))
+    first = asyncio.create_task(runner.transcribe(request))
+    while runner.in_flight == 0:  # the first chunk holds the only slot, at the gate
+        await asyncio.sleep(0)
+    second = asyncio.create_task(runner.transcribe(request))
+    for _ in range(10):  # the second waits for the slot (the runner's condition)
+        await asyncio.sleep(0)
+    assert not second.done() and runner.in_flight == 1
+    async with runner._changed:  # the lock is busy when the first gives its slot back
+        engine.go.set()
+        while runner.in_flight == 1:
+            await asyncio.sleep(0)
+        first.cancel()  # cancelled while it waits for the lock to say the slot is free
+        await asyncio.sleep(0)
+    await asyncio.gather(first, return_exceptions=True)
+    assert first.cancelled()
+    result = await asyncio.wait_for(second, 10)  # a lost wake-up hangs here
+    assert result.text.strip() == "chunk None"

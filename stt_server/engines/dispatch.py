@@ -186,6 +186,11 @@ class Runner:
 
     async def _release(self, target: _TargetState) -> None:
         target.in_flight -= 1
+        # Shielded: a caller cancelled while it waits for the lock (its job was cancelled mid-chunk)
+        # must still wake the chunks waiting for this slot, or they would wait for ever beside a free one.
+        await asyncio.shield(self._notify())
+
+    async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 
