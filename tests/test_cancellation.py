@@ -74,3 +74,28 @@ async def test_a_chunk_cancelled_while_it_releases_its_slot_still_wakes_the_next
     assert first.cancelled()
     result = await asyncio.wait_for(second, 10)  # a lost wake-up hangs here
     assert result.text.strip() == "chunk None"
+
+
+async def test_a_chunk_cancelled_while_it_is_told_it_started_gives_its_slot_back() -> None:
+    """The chunk's ``chunk.started`` event is written while it holds its engine slot: a job cancelled
+    just then must give that slot back, or the engine looks busy for ever and every other job's
+    chunks wait beside an idle engine (a storm of cancels once left two jobs so)."""
+    engine = GatedEngine()
+    engine.limits = EngineLimits(max_chunk_s=30.0, concurrency=1)
+    await engine.start()
+    runner = Runner(engine, RetryPolicy())
+    request = ChunkRequest(samples=np.zeros(16000, dtype=np.float32))
+    telling, never = asyncio.Event(), asyncio.Event()
+
+    async def slow_notify(name: str, data: dict[str, object]) -> None:
+        telling.set()
+        await never.wait()  # the event's write, held until the job is cancelled
+
+    first = asyncio.create_task(runner.transcribe(request, slow_notify))
+    await telling.wait()
+    assert runner.in_flight == 1
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert first.cancelled() and runner.in_flight == 0
+    result = await asyncio.wait_for(runner.transcribe(request), 10)  # a leaked slot hangs here
+    assert result.text.strip() == "chunk None"

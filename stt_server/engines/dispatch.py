@@ -130,10 +130,8 @@ class Runner:
             attempt += 1
             target = await self._acquire(last)
             last = target
-            if notify is not None:
-                await notify("chunk.started", {"attempt": attempt})
-            try:
-                result = await self._attempt(target, request, uploads)
+            try:  # the slot is ours from here: it goes back whatever happens, a cancel included
+                result = await self._attempt(target, request, uploads, notify, attempt)
             finally:
                 await self._release(target)
             if isinstance(result, Transcript):
@@ -194,10 +192,13 @@ class Runner:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _attempt(self, target: _TargetState, request: ChunkRequest,
-                       uploads: dict[UploadFormat, Upload]) -> Transcript | EngineError:
-        """One request to one target, with its circuit bookkeeping."""
+    async def _attempt(self, target: _TargetState, request: ChunkRequest, uploads: dict[UploadFormat, Upload],
+                       notify: Notify | None, attempt: int) -> Transcript | EngineError:
+        """One request to one target, with its circuit bookkeeping (from the moment the chunk is told
+        it started: a cancel even then gives the circuit's probe slot back)."""
         try:
+            if notify is not None:
+                await notify("chunk.started", {"attempt": attempt})
             upload = await self._upload(target, request, uploads)
             result = await self.engine.transcribe(replace(request, target=target.spec.name, upload=upload))
         except EngineError as err:
