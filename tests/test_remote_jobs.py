@@ -284,12 +284,13 @@ async def test_waiting_for_a_slot_never_counts_against_the_upstream(
 ) -> None:
     audio = tmp_path / "ten.wav"
     build_long_audio(audio, 10.0, gap_s=0.5)
-    # Each request takes 0.4 s of a 0.9 s bound (timeout + connect); three jobs share one slot, so a
-    # chunk may wait 0.8 s or more for it: counted against the request, as when each job had its own
-    # limit and the excess waited in the pool, that wait would time out and open the circuit.
+    # Each request takes 0.4 s of a 1.4 s bound (timeout + connect: a loaded machine has a second to
+    # spare); three jobs of seven chunks share one slot, so a chunk waits up to 5 s for it: counted
+    # against the request, as when each job had its own limit and the excess waited in the pool,
+    # that wait would time out and open the circuit.
     fake_upstream.latency_s = 0.4
     client = await make_client(remote(settings.with_overrides(queue={"job_workers": 3}), upstream(
-        fake_upstream, concurrency=1, timeout_s=0.7, connect_timeout_s=0.2, circuit_threshold=1, retries=0)))
+        fake_upstream, concurrency=1, timeout_s=1.2, connect_timeout_s=0.2, circuit_threshold=1, retries=0)))
     jobs = [await upload(client, audio, engine="openai", prompt=f"job {n}") for n in range(3)]
     for job in jobs:
         assert (await wait_job(client, job["id"], timeout=60))["status"] == "completed"
