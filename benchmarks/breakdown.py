@@ -81,7 +81,7 @@ async def engine_pass(samples: list[np.ndarray], batch_size: int) -> tuple[list[
     engine = LocalEngine(LocalEngineSettings(batch_size=batch_size))
     await engine.start()
     try:
-        gate = asyncio.Semaphore(2 * batch_size)
+        gate = asyncio.Semaphore(2 * engine.settings.workers * batch_size)
 
         async def one(s: np.ndarray) -> Any:
             async with gate:
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=LocalEngineSettings().batch_size)
     args = parser.parse_args()
-    tune_malloc()
+    tune_malloc(reuse_buffers=LocalEngineSettings().reuse_buffers)
     audio = heldout_file(args.minutes)
     rows: list[tuple[str, float, float]] = []
     info = timed(rows, "probe", lambda: probe(audio.path))

@@ -36,6 +36,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         server = replace(server, port=args.port)
     if args.data_dir:
         server = replace(server, data_dir=args.data_dir)
+    # the allocator's policy is the process's: set once, before any model or server thread starts
+    tune_malloc(reuse_buffers=settings.local.enabled and settings.local.reuse_buffers)
     return replace(settings, server=server)
 
 
@@ -162,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         sys.stdout.write(render_config())
         return 0
-    tune_malloc()
     try:
         if args.command == "serve":
             return _serve(args)

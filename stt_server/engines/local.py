@@ -15,6 +15,7 @@ from stt_server.engines import multilingual
 from stt_server.engines.batcher import Batcher
 from stt_server.engines.whisper_batch import Cursor, Decoding, detect_language, run_round
 from stt_server.errors import EngineError
+from stt_server.observability.memory import release_free_memory
 from stt_server.settings import LocalEngineSettings
 from stt_server.audio.transcript import Transcript
 from stt_server.engines.base import ChunkRequest, EngineLimits, Target
@@ -80,6 +81,7 @@ class LocalEngine:
             path, device="cpu", compute_type=self.settings.compute_type,
             cpu_threads=self.settings.threads, num_workers=self.settings.workers,
         )
+        release_free_memory()  # the load's transient buffers (reading and converting the weights)
         log.info("model_loaded", engine=self.name, model=self.model, path=path,
                  seconds=round(time.perf_counter() - began, 3))
 
