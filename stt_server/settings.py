@@ -119,19 +119,19 @@ class LocalEngineSettings:
                          "or a local CTranslate2 model directory also works.")
     compute_type: str = setting("int8", "CTranslate2 compute type: int8 is the fastest on CPU.",
                                 choices=COMPUTE_TYPES)
-    workers: int = setting(2, "Batched model calls that run at once, each on `threads` cores, each with its own "
-                           "working buffers. On 2 cores, two calls on one thread each are the fastest (the "
-                           "decoder runs better on one thread than split over two): with tiny.en, 10 minutes "
-                           "of speech in about 16 s, peaking at about 400 MB. workers = 1 with threads = 2 "
-                           "and reuse_buffers = false is the smallest (about 275 MB) and about 2x slower.",
-                           ge=1)
+    workers: int = setting(1, "Batched model calls that run at once, each on `threads` cores, each with its own "
+                           "working buffers. With tiny.en on 2 cores, one call on one thread takes 10 minutes of "
+                           "speech in about 28 s and peaks at about 275 MB; workers = 2 takes about 17 s and "
+                           "peaks at about 410 MB.", ge=1)
     batch_size: int = setting(2, "Chunks decoded together in one model call, from any job, in queue order "
                               "(continuous batching). Each holds about 25 MB of decoder cache while the call "
-                              "runs: with tiny.en on the default two workers, 2 peaks at about 400 MB, 3 at "
-                              "about 430 MB, for the same speed.", ge=1, le=64)
+                              "runs: with tiny.en, 2 peaks at about 275 MB, 3 at about 295 MB, for about the "
+                              "same speed.", ge=1, le=64)
     batch_wait_ms: float = setting(20.0, "How long a model call waits for more chunks when its batch is not "
                                    "full; a lone short job waits no longer than this.", ge=0)
-    threads: int = setting(1, "CPU threads of each model call (0: CTranslate2 chooses).", ge=0)
+    threads: int = setting(1, "CPU threads of each model call (0: CTranslate2 chooses). One is the fastest on 2 "
+                           "cores: the decoder's small matrix products run slower split over two threads (a "
+                           "call on two took 10 minutes of speech in 36 s).", ge=0)
     reuse_buffers: bool = setting(True, "Keep the memory a model call frees for the next call instead of "
                                   "handing it back to the system: no page faults on every call's buffers "
                                   "(the encoder's attention scores are 54 MB a layer), about 1.3-1.5x "
