@@ -37,8 +37,8 @@ def test_a_cache_hit_makes_no_engine_call() -> None:
 
 
 def test_peak_memory_of_a_30_minute_job_stays_under_budget() -> None:
-    """A 30-minute WAV on the embedded engine (tiny.en loaded, 2 model workers): the server process's
-    high-water resident memory (VmHWM) stays under 300 MB."""
+    """A 30-minute WAV on the embedded engine (tiny.en loaded, the shipped settings): the server
+    process's high-water resident memory (VmHWM) stays under 300 MB."""
     p = fitness.memory_peak()
     assert p.peak_mb < TARGET_MB, (
         f"peak {p.peak_mb:.0f} MB (idle {p.idle_mb:.0f} MB) for {p.minutes:g} min, {p.chunks} chunks")
