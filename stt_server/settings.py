@@ -121,8 +121,9 @@ class LocalEngineSettings:
                                 choices=COMPUTE_TYPES)
     workers: int = setting(1, "Batched model calls that run at once, each on `threads` cores, each with its own "
                            "working buffers. With tiny.en on 2 cores, one call on one thread takes 10 minutes of "
-                           "speech in about 28 s and peaks at about 275 MB; workers = 2 takes about 17 s and "
-                           "peaks at about 410 MB.", ge=1)
+                           "speech in about 28 s and peaks at about 280 MB; workers = 2 takes about 17 s and "
+                           "peaks at about 400 MB. With memory to spare, or more cores, raise this first: "
+                           "each call adds about 120 MB at the peak.", ge=1)
     batch_size: int = setting(2, "Chunks decoded together in one model call, from any job, in queue order "
                               "(continuous batching). Each holds about 25 MB of decoder cache while the call "
                               "runs: with tiny.en, 2 peaks at about 275 MB, 3 at about 295 MB, for about the "
@@ -134,9 +135,10 @@ class LocalEngineSettings:
                            "call on two took 10 minutes of speech in 36 s).", ge=0)
     reuse_buffers: bool = setting(True, "Keep the memory a model call frees for the next call instead of "
                                   "handing it back to the system: no page faults on every call's buffers "
-                                  "(the encoder's attention scores are 54 MB a layer), about 1.3-1.5x "
-                                  "faster on CPU, for 50-80 MB more at the peak, kept while the server "
-                                  "runs. Process-wide, set at start-up.")
+                                  "(the encoder's attention scores are 54 MB a layer), about 1.25-1.5x "
+                                  "faster on CPU, for up to about 60 MB more at the peak (none with one "
+                                  "thread and batches of 2), kept while the server runs. Process-wide, set "
+                                  "at start-up.")
     beam_size: int = setting(1, "Beam width: 1 is greedy decoding, several times faster than 5 on CPU at a "
                              "small cost in accuracy.", ge=1)
     best_of: int = setting(1, "Candidates sampled when a window falls back to a higher temperature "
