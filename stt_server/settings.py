@@ -135,10 +135,10 @@ class LocalEngineSettings:
                            "call on two took 10 minutes of speech in 36 s).", ge=0)
     reuse_buffers: bool = setting(True, "Keep the memory a model call frees for the next call instead of "
                                   "handing it back to the system: no page faults on every call's buffers "
-                                  "(the encoder's attention scores are 54 MB a layer), about 1.25-1.5x "
-                                  "faster on CPU, for up to about 60 MB more at the peak (none with one "
-                                  "thread and batches of 2), kept while the server runs. Process-wide, set "
-                                  "at start-up.")
+                                  "(the encoder's attention scores are 54 MB a layer), about 1.25-1.7x "
+                                  "faster on CPU, for 20-60 MB more at the peak (20 MB with one thread and "
+                                  "batches of 2), kept while the server runs. Process-wide, set at "
+                                  "start-up.")
     beam_size: int = setting(1, "Beam width: 1 is greedy decoding, several times faster than 5 on CPU at a "
                              "small cost in accuracy.", ge=1)
     best_of: int = setting(1, "Candidates sampled when a window falls back to a higher temperature "

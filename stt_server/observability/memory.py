@@ -27,7 +27,7 @@ def tune_malloc(reuse_buffers: bool = False, arenas: int = 2, mmap_threshold: in
     With ``reuse_buffers``, one arena serves every thread, nothing is mapped apart and free memory is
     kept: a freed buffer is handed to the next call as it is, with no page faults. The encoder's
     attention scores alone are 54 MB a layer; measured with tiny.en on this machine kind, a window
-    encodes in 0.30 s instead of 0.45 s, and the process keeps its largest working set (about 60 MB
+    encodes in 0.30 s instead of 0.45 s, and the process keeps its largest working set (20-60 MB
     more at the peak). Call :func:`release_free_memory` after one-off peaks such as the model load.
 
     A no-op (False) where the C library is not glibc.
