@@ -1,7 +1,7 @@
 """Where one job's time goes on the embedded engine: each stage of the pipeline run on its own, in
 this process, on the held-back 10-minute MP3 (benchmarks/heldout.py), wall and CPU seconds.
 
-    .venv/bin/python -m benchmarks.breakdown [--minutes 10]
+    .venv/bin/python -m benchmarks.breakdown [--minutes 10] [--batch-size N] [--threads N] [--workers N]
 
 Stages: probe; the envelope pass (the whole file decoded once to find silences, its samples kept
 in a file, as the server does) and the plan; each chunk read back from that file (beside what
@@ -9,6 +9,10 @@ decoding each chunk again would cost: one ffmpeg run per chunk, or PyAV in-proce
 (batched model calls); the merge; the database (the plan and every chunk's result written to a
 real SQLite file). In the server the envelope pass, the chunk reads and the engine overlap; here
 they run one after another so each can be timed. CPU seconds include child processes (ffmpeg).
+Inside the engine, the seconds of each part of its model calls, as the engine counts them
+(``model_seconds`` in ``/v1/admin/stats``): features, encoder, batched decoder calls, open tails
+read from a window's encoder output, temperature fallbacks; "other" is the rest of the engine's
+busy time (cutting segments, tokenizing, the hop to and from the model thread).
 """
 
 from __future__ import annotations
@@ -77,8 +81,9 @@ def pyav_span(path: Path, start_s: float, end_s: float) -> np.ndarray:
     return audio[skip:skip + round((end_s - start_s) * 16000)]
 
 
-async def engine_pass(samples: list[np.ndarray], batch_size: int) -> tuple[list[Any], dict[str, Any]]:
-    engine = LocalEngine(LocalEngineSettings(batch_size=batch_size))
+async def engine_pass(samples: list[np.ndarray], settings: LocalEngineSettings) -> tuple[list[Any], dict[str, Any]]:
+    engine = LocalEngine(settings)
+    batch_size = settings.batch_size
     await engine.start()
     try:
         gate = asyncio.Semaphore(2 * engine.settings.workers * batch_size)
@@ -107,8 +112,12 @@ async def database_pass(folder: Path, chunks: list[Any], results: list[Any], dur
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.breakdown", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--batch-size", type=int, default=LocalEngineSettings().batch_size)
+    shipped = LocalEngineSettings()
+    parser.add_argument("--batch-size", type=int, default=shipped.batch_size)
+    parser.add_argument("--threads", type=int, default=shipped.threads, help="CPU threads of each model call")
+    parser.add_argument("--workers", type=int, default=shipped.workers, help="model calls at once")
     args = parser.parse_args()
+    settings = LocalEngineSettings(batch_size=args.batch_size, threads=args.threads, workers=args.workers)
     tune_malloc(reuse_buffers=LocalEngineSettings().reuse_buffers)
     audio = heldout_file(args.minutes)
     rows: list[tuple[str, float, float]] = []
@@ -127,7 +136,7 @@ def main() -> None:
     timed(rows, "  the same spans with PyAV in-process", lambda: [pyav_span(audio.path, a, b) for a, b in spans])
     folder.cleanup()
     results, stats = timed(rows, f"engine (batches of {args.batch_size})",
-                           lambda: asyncio.run(engine_pass(samples, args.batch_size)))
+                           lambda: asyncio.run(engine_pass(samples, settings)))
     spoken = [c for c in chunks if not c.silent]
     merged = timed(rows, "merge", lambda: merge_transcripts(list(zip(spoken, results)), duration, language="en"))
     with tempfile.TemporaryDirectory() as folder:
@@ -141,6 +150,18 @@ def main() -> None:
         share = "" if name.startswith("  ") else f"{100 * wall / total:6.1f}%"
         print(f"{name:44} {wall:8.2f} {cpu:8.2f} {share:>7}")
     print(f"{'sum of stages':44} {total:8.2f}")
+    print_model_parts(stats)
+
+
+def print_model_parts(stats: dict[str, Any]) -> None:
+    """The engine's busy time split into the parts of its model calls."""
+    seconds, calls, busy = stats["model_seconds"], stats["model_calls"], stats["busy_seconds"]
+    print(f"inside the engine ({busy:.2f} s busy, {stats['workers']} call(s) at once, "
+          f"{stats['threads']} thread(s) each):")
+    for part, s in sorted(seconds.items(), key=lambda item: -item[1]):
+        print(f"  {part:42} {s:8.2f} {'':8} {100 * s / busy:6.1f}%  ({calls[part]} calls)")
+    other = busy - sum(seconds.values())
+    print(f"  {'other':42} {other:8.2f} {'':8} {100 * other / busy:6.1f}%")
 
 
 if __name__ == "__main__":

@@ -224,14 +224,21 @@ function engines(list) {
     } else {
       const speed = e.busy_seconds ? `${(e.audio_seconds / e.busy_seconds).toFixed(1)}× RT` : "–";
       local.push([name, e.model || "–", e.ready === false ? h("span", { class: "badge s-queued" }, "loading") : h("span", { class: "badge s-completed" }, "ready"),
-        `${e.busy ?? 0} / ${e.workers ?? "–"}`, `${e.calls ?? 0}`, clock(e.audio_seconds), speed]);
+        `${e.busy ?? 0} / ${e.workers ?? "–"}`, `${e.calls ?? 0}`, clock(e.audio_seconds), speed, modelTime(e.model_seconds)]);
     }
   }
   return [
-    local.length ? table(["Engine", "Model", "State", "Busy", "Calls", "Audio done", "Speed"], local, "") : null,
+    local.length ? table(["Engine", "Model", "State", "Busy", "Calls", "Audio done", "Speed", "Model time"], local, "") : null,
     table(["Upstream", "Circuit", "In flight", "Connections", "Requests", "Failed", "Retries", "Latency p50 · p95 · p99"], ups,
       "No upstream pool is configured; jobs run on the embedded engine."),
   ];
+}
+
+// Where the model's time went, its three largest parts: "encoder 48 % · decoder 40 % · tails 10 %".
+function modelTime(parts) {
+  const entries = Object.entries(parts || {}).filter(([, s]) => s > 0).sort((a, b) => b[1] - a[1]);
+  const total = entries.reduce((sum, [, s]) => sum + s, 0);
+  return total ? entries.slice(0, 3).map(([part, s]) => `${part} ${Math.round((100 * s) / total)} %`).join(" · ") : "–";
 }
 
 function events(counts) {

@@ -158,6 +158,13 @@ async def test_real_chunks_of_two_jobs_decoded_together_come_back_to_their_own_c
     finally:
         await engine.close()
     assert stats["rounds"] < stats["windows"]  # some windows really shared a decoder call
+    # where the model's time went: every window through the encoder once, one decoder call per round,
+    # and no more time in the parts than the rounds took
+    calls, seconds = stats["model_calls"], stats["model_seconds"]
+    assert calls["encoder"] == stats["windows"] and calls["decoder"] == stats["rounds"]
+    assert calls["features"] == len(clips)
+    assert all(seconds[part] > 0 for part in ("features", "encoder", "decoder"))
+    assert sum(seconds.values()) <= stats["busy_seconds"] + 0.01
     texts = [" ".join(s.text for s in r.segments) for r in results]
     for i, (_, reference) in enumerate(clips):
         own = wer(reference, texts[i])

@@ -157,6 +157,8 @@ async def test_metrics_after_a_real_job(client: TestClient, corpus: Path) -> Non
     assert _get(got, "stt_cache_misses_total", tier="l1") >= 1 and _get(got, "stt_cache_hits_total", tier="l1") >= 1
     assert _get(got, "stt_engine_ready", engine="local") == 1
     assert _get(got, "stt_engine_calls_total", engine="local") >= 1
+    assert _get(got, "stt_engine_model_seconds_total", engine="local", part="encoder") > 0
+    assert _get(got, "stt_engine_model_seconds_total", engine="local", part="decoder") > 0
     assert _get(got, "stt_engine_info", engine="local", model="tiny.en") == 1
     assert _get(got, "stt_events_total", event="job.completed") == 2
     assert _get(got, "stt_http_request_duration_seconds_count", method="POST", route="/v1/jobs", status="202") == 2
@@ -182,7 +184,7 @@ TYPES = {
     "stt_cache_bytes": "gauge", "stt_cache_available": "gauge", "stt_engine_ready": "gauge",
     "stt_engine": "info", "stt_engine_calls": "counter", "stt_engine_busy_seconds": "counter",
     "stt_engine_audio_seconds": "counter", "stt_engine_busy": "gauge", "stt_engine_workers": "gauge",
-    "stt_engine_threads": "gauge", "stt_uptime_seconds": "gauge", "stt_ready": "gauge",
+    "stt_engine_threads": "gauge", "stt_engine_model_seconds": "counter", "stt_uptime_seconds": "gauge", "stt_ready": "gauge",
     "stt_event_loop_lag_p50_seconds": "gauge", "stt_event_loop_lag_p99_seconds": "gauge",
     "stt_event_loop_lag_max_seconds": "gauge", "process_resident_memory_bytes": "gauge",
     "process_virtual_memory_bytes": "gauge", "process_cpu_seconds": "counter", "process_open_fds": "gauge",

@@ -8,6 +8,7 @@ the next job stays queued (job_workers = 1) without racing a real transcription.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -259,6 +260,16 @@ async def test_dashboard_shows_live_figures(page: Any, base_url: str, corpus: Pa
     await expect(page.locator(".tile", has_text="Jobs stored")).to_contain_text("completed")
     await expect(page.locator(".tile", has_text="Throughput")).to_contain_text("3 jobs")
     await _shoot(page, "dashboard", phone=True)
+
+    # A job on the embedded engine: the dashboard shows where its model's time went.
+    await page.get_by_role("link", name="Jobs").click()
+    await page.select_option("#engine", "local")
+    await page.set_input_files("#file", str(corpus / GOFORWARD))
+    await expect(page.locator('.job[data-status="completed"]', has_text=GOFORWARD)).to_have_count(2, timeout=120_000)
+    await page.get_by_role("link", name="Dashboard").click()
+    engines = page.locator("section.card", has_text="Engines and upstream pool")
+    await expect(engines.get_by_role("row", name=re.compile("tiny.en"))).to_contain_text(
+        re.compile(r"encoder \d+ %"), timeout=30_000)
     await page.emulate_media(color_scheme="dark")
     await _shoot(page, "dashboard_dark")
 

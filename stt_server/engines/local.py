@@ -16,6 +16,7 @@ from stt_server.engines.batcher import Batcher
 from stt_server.engines.whisper_batch import Cursor, Decoding, detect_language, run_round
 from stt_server.errors import EngineError
 from stt_server.observability.memory import release_free_memory
+from stt_server.observability.stopwatch import PartTimes
 from stt_server.settings import LocalEngineSettings
 from stt_server.audio.transcript import Transcript
 from stt_server.engines.base import ChunkRequest, EngineLimits, Target
@@ -59,6 +60,7 @@ class LocalEngine:
         self._model: Any = None
         self._decoding = Decoding(beam_size=settings.beam_size, best_of=settings.best_of)
         self._batcher = Batcher(self._round, settings.batch_size, settings.batch_wait_ms / 1000, settings.workers)
+        self._times = PartTimes()  # where the model calls' time goes
         self._calls = 0
         self._busy = 0
         self._audio_s = 0.0
@@ -99,7 +101,7 @@ class LocalEngine:
             self._audio_s += len(request.samples) / 16000
 
     def _round(self, cursors: list[Cursor]) -> int:
-        return run_round(self._model, cursors, self._decoding)
+        return run_round(self._model, cursors, self._decoding, self._times)
 
     async def detect_language(self, samples: np.ndarray) -> str | None:
         """The language spoken in ``samples`` (Whisper's detection on up to 30 s); None for an
@@ -109,14 +111,20 @@ class LocalEngine:
             raise EngineError("the local model is not loaded", retryable=False)
         if not self._model.model.is_multilingual:
             return None
-        model = self._model
-        return await self._batcher.call(lambda: detect_language(model, samples))
+        model, times = self._model, self._times
+
+        def detect() -> str:
+            with times.part("language"):
+                return detect_language(model, samples)
+
+        return await self._batcher.call(detect)
 
     def stats(self) -> dict[str, Any]:
         return {
             "engine": self.name, "model": self.model, "ready": self.ready, "workers": self.settings.workers,
             "threads": self.settings.threads, "busy": self._busy, "calls": self._calls,
             "audio_seconds": round(self._audio_s, 3), **self._batcher.stats(),
+            "model_seconds": self._times.seconds(), "model_calls": self._times.calls(),
         }
 
     async def close(self) -> None:

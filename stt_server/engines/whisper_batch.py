@@ -30,6 +30,7 @@ from faster_whisper.transcribe import TranscriptionOptions, get_compression_rati
 
 from stt_server.audio.transcript import Segment, Transcript, Word
 from stt_server.engines.base import ChunkRequest
+from stt_server.observability.stopwatch import PartTimes
 
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 FALLBACK_SEED = 0
@@ -109,12 +110,13 @@ class _Window:
     offset_s: float
 
 
-def run_round(model: Any, cursors: list[Cursor], decoding: Decoding) -> int:
+def run_round(model: Any, cursors: list[Cursor], decoding: Decoding, times: PartTimes) -> int:
     """Advance every cursor by one window: encode each, decode all in one call, cut into segments.
-    Returns how many windows went through the encoder."""
+    Returns how many windows went through the encoder. ``times`` gets the seconds of each part:
+    features, encoder, language, decoder, fallback, words, tails."""
     for cursor in cursors:
-        _start(model, cursor)
-    windows = [_prepare(model, c, decoding) for c in cursors if not c.finished]
+        _start(model, cursor, times)
+    windows = [_prepare(model, c, decoding, times) for c in cursors if not c.finished]
     if not windows:
         return 0
     first = windows[0].options
@@ -123,15 +125,17 @@ def run_round(model: Any, cursors: list[Cursor], decoding: Decoding) -> int:
         {"beam_size": decoding.beam_size, "patience": 1.0} if first.temperatures[0] == 0
         else {"beam_size": 1, "num_hypotheses": decoding.best_of, "sampling_topk": 0,
               "sampling_temperature": first.temperatures[0]})
-    results = model.model.generate(
-        encoded, [w.prompt for w in windows], length_penalty=1.0, repetition_penalty=1.0,
-        no_repeat_ngram_size=0, max_length=model.max_length, return_scores=True, return_no_speech_prob=True,
-        suppress_blank=True, suppress_tokens=first.suppress_tokens,
-        max_initial_timestamp_index=int(round(MAX_INITIAL_TIMESTAMP_S / model.time_precision)), **sampling)
+    with times.part("decoder"):
+        results = model.model.generate(
+            encoded, [w.prompt for w in windows], length_penalty=1.0, repetition_penalty=1.0,
+            no_repeat_ngram_size=0, max_length=model.max_length, return_scores=True, return_no_speech_prob=True,
+            suppress_blank=True, suppress_tokens=first.suppress_tokens,
+            max_initial_timestamp_index=int(round(MAX_INITIAL_TIMESTAMP_S / model.time_precision)), **sampling)
     del encoded
     for window, result in zip(windows, results):
-        if (tail := _finish(model, window, result)) is not None:
-            _read_tail(model, tail, decoding)
+        if (tail := _finish(model, window, result, times)) is not None:
+            with times.part("tails"):
+                _read_tail(model, tail, decoding)
     return len(windows)
 
 
@@ -141,23 +145,26 @@ def _features(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int]:
     return features, features.shape[-1] - 1
 
 
-def _start(model: Any, cursor: Cursor) -> None:
+def _start(model: Any, cursor: Cursor, times: PartTimes) -> None:
     if cursor.features is None:
-        cursor.features, cursor.content_frames = _features(model, cursor.request.samples)
+        with times.part("features"):
+            cursor.features, cursor.content_frames = _features(model, cursor.request.samples)
         # an English-only model speaks English whatever was asked; a multilingual one without a language
         # guesses it per chunk in its first window
         cursor.language = "en" if not model.model.is_multilingual else cursor.request.language
 
 
-def _prepare(model: Any, cursor: Cursor, decoding: Decoding) -> _Window:
+def _prepare(model: Any, cursor: Cursor, decoding: Decoding, times: PartTimes) -> _Window:
     request = cursor.request
     assert cursor.features is not None
     cursor.rounds += 1
     size = min(model.feature_extractor.nb_max_frames, cursor.content_frames - cursor.seek)
     window = pad_or_trim(cursor.features[:, cursor.seek:cursor.seek + size])
-    encoded = np.array(model.encode(window))
+    with times.part("encoder"):
+        encoded = np.array(model.encode(window))
     if cursor.language is None:  # a multilingual model and no language given: Whisper's guess, per chunk
-        found = model.model.detect_language(ctranslate2.StorageView.from_array(encoded))
+        with times.part("language"):
+            found = model.model.detect_language(ctranslate2.StorageView.from_array(encoded))
         cursor.language = found[0][0][0][2:-2]
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=request.task,
                           language=cursor.language)
@@ -192,7 +199,7 @@ def _keep(cursor: Cursor, tokenizer: Tokenizer, segments: list[dict[str, Any]],
             words=tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words") or ())))
 
 
-def _finish(model: Any, window: _Window, result: Any) -> _Tail | None:
+def _finish(model: Any, window: _Window, result: Any, times: PartTimes) -> _Tail | None:
     """The window's decoded tokens into segments; the cursor moves to where faster-whisper's loop
     would. Returns the open tail when the window has heard the whole rest of the chunk."""
     cursor, options = window.cursor, window.options
@@ -205,8 +212,9 @@ def _finish(model: Any, window: _Window, result: Any) -> _Tail | None:
         # its greedy pass again, so that when every temperature fails it picks among all of them;
         # sampling starts from one seed, so the same chunk always reads the same
         ctranslate2.set_random_seed(FALLBACK_SEED)
-        result, avg_logprob, temperature, ratio = model.generate_with_fallback(
-            ctranslate2.StorageView.from_array(window.encoded), window.prompt, window.tokenizer, options)
+        with times.part("fallback"):
+            result, avg_logprob, temperature, ratio = model.generate_with_fallback(
+                ctranslate2.StorageView.from_array(window.encoded), window.prompt, window.tokenizer, options)
         silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
     if silent:
         cursor.seek += window.size
@@ -217,9 +225,10 @@ def _finish(model: Any, window: _Window, result: Any) -> _Tail | None:
         segment_size=window.size, segment_duration=window.size * model.feature_extractor.time_per_frame,
         seek=cursor.seek)
     if options.word_timestamps:
-        cursor.last_speech_s = model.add_word_timestamps(
-            [segments], window.tokenizer, ctranslate2.StorageView.from_array(window.encoded), window.size,
-            PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, last_speech_timestamp=cursor.last_speech_s)
+        with times.part("words"):
+            cursor.last_speech_s = model.add_word_timestamps(
+                [segments], window.tokenizer, ctranslate2.StorageView.from_array(window.encoded), window.size,
+                PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, last_speech_timestamp=cursor.last_speech_s)
         if not single_ending:
             ends = [w["end"] for s in segments for w in s.get("words") or ()]
             if ends and ends[-1] > window.offset_s:

@@ -129,6 +129,8 @@ class ServerCollector(Collector):
         info = InfoMetricFamily("stt_engine", "The model each engine serves", labels=["engine"])
         figures = {key: (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
             name, help, labels=["engine"]) for key, (name, kind, help) in ENGINE_FIGURES.items()}
+        model = CounterMetricFamily("stt_engine_model_seconds", "Seconds the embedded model spent in each part "
+                                    "of its calls (features, encoder, decoder, ...)", labels=["engine", "part"])
         upstreams = _UpstreamFamilies()
         for name, engine in self.s.services.engines.items():
             ready.add_metric([name], float(engine.ready))
@@ -137,11 +139,13 @@ class ServerCollector(Collector):
             for key, family in figures.items():
                 if isinstance(stats.get(key), (int, float)):
                     family.add_metric([name], float(stats[key]))
+            for part, seconds in (stats.get("model_seconds") or {}).items():
+                model.add_metric([name, str(part)], float(seconds))
             for upstream, row in (stats.get("upstreams") or {}).items():
                 upstreams.add(name, str(upstream), row)
         yield ready
         yield info
-        yield from (f for f in figures.values() if f.samples)
+        yield from (f for f in (*figures.values(), model) if f.samples)
         yield from upstreams.families()
 
     def _server(self) -> Iterator[Metric]:
