@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import pytest
 
 from stt_server.audio.chunking import Chunk
 from stt_server.jobs.intake import JobOptions, accept_upload, wait_finished
 from stt_server.jobs.job import Job, Status
+from stt_server.jobs.store import EventRecord
 from stt_server.audio.pipeline import _Run
 from stt_server.services import Services, open_services
 from stt_server.settings import Settings
@@ -73,3 +77,21 @@ async def test_a_plan_cut_short_is_made_again_and_finished_chunks_come_from_the_
         assert svc.engines["local"].stats()["calls"] == len([c for c in chunks if not c.silent]) - 1
         events = [e.name for e in await svc.bus.history(job.id)]
         assert "chunk.cache_hit" in events and "job.resumed" in events
+
+
+async def test_a_chunk_result_and_its_event_are_stored_together_or_not_at_all(
+        settings: Settings, tmp_path: Path) -> None:
+    """A crash between the two would leave a finished chunk that no chunk.completed event tells of."""
+    async with open_services(settings, workers=False) as svc:
+        job, _, first, key = await _plan_and_do_first_chunk(svc, tmp_path)
+        unwritable = EventRecord("chunk.completed", {"index": 0, "not json": object()}, time.time())
+        with pytest.raises(TypeError):  # the event fails inside the transaction, after the result was written
+            await svc.store.complete_chunk(job.id, 0, first.to_dict(), key, unwritable)
+        assert not [c for c in await svc.store.get_chunks(job.id) if c.result is not None]
+        assert (await svc.store.get_job(job.id)).chunks_done == 0  # type: ignore[union-attr]
+
+        record = EventRecord("chunk.completed", {"index": 0}, time.time())
+        event_id = await svc.store.complete_chunk(job.id, 0, first.to_dict(), key, record)
+        assert [c.index for c in await svc.store.get_chunks(job.id) if c.result is not None] == [0]
+        completed = [e for e in await svc.bus.history(job.id) if e.name == "chunk.completed"]
+        assert [(e.id, e.data) for e in completed] == [(event_id, {"index": 0, "chunks_done": 1})]

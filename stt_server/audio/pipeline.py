@@ -31,7 +31,7 @@ from stt_server.audio.media import encode_upload, extract_pcm, int16_pcm, pcm_sh
 from stt_server.audio.merge import merge_transcripts
 from stt_server.audio.planner import stream_plan
 from stt_server.settings import PipelineSettings
-from stt_server.jobs.store import Store
+from stt_server.jobs.store import EventRecord, Store
 from stt_server.audio.transcript import Transcript
 from stt_server.audio.upload_format import HEADER_BYTES, UploadFormat
 
@@ -203,10 +203,14 @@ class Pipeline:
             else:
                 result, key = await self._transcribe_chunk(run, chunk)
             run.done[chunk.index] = result
-            finished = await self.store.save_chunk_result(run.job.id, chunk.index, result.to_dict(), key)
+            saved = result.to_dict()
+
+            async def persist(record: EventRecord) -> int:  # the result and its event: both or neither
+                return await self.store.complete_chunk(run.job.id, chunk.index, saved, key, record)
+
+            await self.bus.emit_if("chunk.completed", run.job.id, {"index": chunk.index, "chunks_total": run.total},
+                                   persist)
             await emit_chunk_delta(self.bus, run.job.id, run.done, chunk.index)
-            await self.bus.emit("chunk.completed", run.job.id, index=chunk.index, chunks_done=finished,
-                                chunks_total=run.total)
         finally:
             slots.release()
 
