@@ -83,10 +83,10 @@ def pyav_span(path: Path, start_s: float, end_s: float) -> np.ndarray:
 
 async def engine_pass(samples: list[np.ndarray], settings: LocalEngineSettings) -> tuple[list[Any], dict[str, Any]]:
     engine = LocalEngine(settings)
-    batch_size = settings.batch_size
     await engine.start()
     try:
-        gate = asyncio.Semaphore(2 * engine.settings.workers * batch_size)
+        # twice what the engine's calls hold at once: the next batch is waiting when one ends
+        gate = asyncio.Semaphore(2 * engine.limits.concurrency)
 
         async def one(s: np.ndarray) -> Any:
             async with gate:
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=shipped.workers, help="model calls at once")
     args = parser.parse_args()
     settings = LocalEngineSettings(batch_size=args.batch_size, threads=args.threads, workers=args.workers)
-    tune_malloc(reuse_buffers=LocalEngineSettings().reuse_buffers)
+    tune_malloc(reuse_buffers=shipped.reuse_buffers)
     audio = heldout_file(args.minutes)
     rows: list[tuple[str, float, float]] = []
     info = timed(rows, "probe", lambda: probe(audio.path))

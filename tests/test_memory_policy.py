@@ -48,4 +48,3 @@ def test_reused_buffers_are_not_faulted_in_again_and_handed_back_ones_are() -> N
     assert reused["faults"] < pages // 100, reused  # the freed 64 MB came back as it was
     assert handed_back["faults"] > pages // 2, handed_back  # mapped afresh: every page faulted in again
     assert reused["trimmed"]  # what it holds free can still be handed back on purpose (after the model load)
-
