@@ -30,6 +30,7 @@ from faster_whisper.transcribe import TranscriptionOptions, get_compression_rati
 
 from stt_server.audio.transcript import Segment, Transcript, Word
 from stt_server.engines.base import ChunkRequest
+from stt_server.engines.log_mel import log_mel
 from stt_server.observability.stopwatch import PartTimes
 
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -141,7 +142,7 @@ def run_round(model: Any, cursors: list[Cursor], decoding: Decoding, times: Part
 
 def _features(model: Any, samples: np.ndarray) -> tuple[np.ndarray, int]:
     """The chunk's log-mel features and how many frames hold audio (as faster-whisper makes them)."""
-    features = model.feature_extractor(samples)
+    features = log_mel(samples, model.feature_extractor.mel_filters)
     return features, features.shape[-1] - 1
 
 
