@@ -19,6 +19,7 @@ Nothing here knows about jobs or the event loop: :mod:`stt_server.engines.batche
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,13 +112,16 @@ class _Window:
     offset_s: float
 
 
-def run_round(model: Any, cursors: list[Cursor], decoding: Decoding, times: PartTimes) -> int:
+def run_round(model: Any, cursors: list[Cursor], decoding: Decoding, times: PartTimes,
+              encoder_gate: AbstractContextManager[Any] | None = None) -> int:
     """Advance every cursor by one window: encode each, decode all in one call, cut into segments.
     Returns how many windows went through the encoder. ``times`` gets the seconds of each part:
-    features, encoder, language, decoder, fallback, words, tails."""
+    features, encoder, language, decoder, fallback, words, tails. Every encoder call is made inside
+    ``encoder_gate`` (the engine's lock that lets one call of its workers encode at a time)."""
     for cursor in cursors:
         _start(model, cursor, times)
-    windows = [_prepare(model, c, decoding, times) for c in cursors if not c.finished]
+    gate = encoder_gate or nullcontext()
+    windows = [_prepare(model, c, decoding, times, gate) for c in cursors if not c.finished]
     if not windows:
         return 0
     first = windows[0].options
@@ -155,13 +159,14 @@ def _start(model: Any, cursor: Cursor, times: PartTimes) -> None:
         cursor.language = "en" if not model.model.is_multilingual else cursor.request.language
 
 
-def _prepare(model: Any, cursor: Cursor, decoding: Decoding, times: PartTimes) -> _Window:
+def _prepare(model: Any, cursor: Cursor, decoding: Decoding, times: PartTimes,
+             gate: AbstractContextManager[Any]) -> _Window:
     request = cursor.request
     assert cursor.features is not None
     cursor.rounds += 1
     size = min(model.feature_extractor.nb_max_frames, cursor.content_frames - cursor.seek)
     window = pad_or_trim(cursor.features[:, cursor.seek:cursor.seek + size])
-    with times.part("encoder"):
+    with gate, times.part("encoder"):
         encoded = np.array(model.encode(window))
     if cursor.language is None:  # a multilingual model and no language given: Whisper's guess, per chunk
         with times.part("language"):
@@ -246,7 +251,7 @@ DETECTION_CONFIDENT = 0.5
 DETECTION_CANDIDATES = 3
 
 
-def detect_language(model: Any, samples: np.ndarray) -> str:
+def detect_language(model: Any, samples: np.ndarray, encoder_gate: AbstractContextManager[Any] | None = None) -> str:
     """The language spoken in the first 30 s of ``samples``, for a multilingual model.
 
     Whisper's guess from the encoder alone is sure of itself for most speech, and a coin toss for
@@ -255,7 +260,8 @@ def detect_language(model: Any, samples: np.ndarray) -> str:
     call, and the language whose text the decoder finds most probable wins.
     """
     features, _ = _features(model, samples)
-    encoded = np.array(model.encode(pad_or_trim(features[:, :model.feature_extractor.nb_max_frames])))
+    with encoder_gate or nullcontext():
+        encoded = np.array(model.encode(pad_or_trim(features[:, :model.feature_extractor.nb_max_frames])))
     ranked = model.model.detect_language(ctranslate2.StorageView.from_array(encoded))[0]
     if ranked[0][1] >= DETECTION_CONFIDENT:
         return str(ranked[0][0][2:-2])
