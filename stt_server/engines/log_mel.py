@@ -1,9 +1,9 @@
 """Whisper's log-mel spectrogram, made a block of frames at a time.
 
-faster-whisper's ``FeatureExtractor`` frames, windows and transforms the whole chunk at once: about
-30 MB of temporaries for a 30 s chunk, 800 KB of which is the result. Here the same arithmetic runs
-over blocks of frames, so what is held besides the result is a few hundred kilobytes, and the
-output is the same to float rounding (the test compares the two on real speech).
+faster-whisper's ``FeatureExtractor`` frames, windows and transforms the whole chunk at once: 29 MB
+at most for a 30 s chunk (tracemalloc), under 1 MB of which is the result. Here the same arithmetic
+runs over blocks of frames: 3.8 MB at most, the result included, and the output is the same to
+float rounding (the test compares the two on real speech).
 """
 
 from __future__ import annotations
