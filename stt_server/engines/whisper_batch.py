@@ -19,7 +19,7 @@ Nothing here knows about jobs or the event loop: :mod:`stt_server.engines.batche
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,15 +113,14 @@ class _Window:
 
 
 def run_round(model: Any, cursors: list[Cursor], decoding: Decoding, times: PartTimes,
-              encoder_gate: AbstractContextManager[Any] | None = None) -> int:
+              encoder_gate: AbstractContextManager[Any]) -> int:
     """Advance every cursor by one window: encode each, decode all in one call, cut into segments.
     Returns how many windows went through the encoder. ``times`` gets the seconds of each part:
     features, encoder, language, decoder, fallback, words, tails. Every encoder call is made inside
     ``encoder_gate`` (the engine's lock that lets one call of its workers encode at a time)."""
     for cursor in cursors:
         _start(model, cursor, times)
-    gate = encoder_gate or nullcontext()
-    windows = [_prepare(model, c, decoding, times, gate) for c in cursors if not c.finished]
+    windows = [_prepare(model, c, decoding, times, encoder_gate) for c in cursors if not c.finished]
     if not windows:
         return 0
     first = windows[0].options
@@ -251,7 +250,7 @@ DETECTION_CONFIDENT = 0.5
 DETECTION_CANDIDATES = 3
 
 
-def detect_language(model: Any, samples: np.ndarray, encoder_gate: AbstractContextManager[Any] | None = None) -> str:
+def detect_language(model: Any, samples: np.ndarray, encoder_gate: AbstractContextManager[Any]) -> str:
     """The language spoken in the first 30 s of ``samples``, for a multilingual model.
 
     Whisper's guess from the encoder alone is sure of itself for most speech, and a coin toss for
@@ -260,7 +259,7 @@ def detect_language(model: Any, samples: np.ndarray, encoder_gate: AbstractConte
     call, and the language whose text the decoder finds most probable wins.
     """
     features, _ = _features(model, samples)
-    with encoder_gate or nullcontext():
+    with encoder_gate:
         encoded = np.array(model.encode(pad_or_trim(features[:, :model.feature_extractor.nb_max_frames])))
     ranked = model.model.detect_language(ctranslate2.StorageView.from_array(encoded))[0]
     if ranked[0][1] >= DETECTION_CONFIDENT:
