@@ -36,7 +36,7 @@ from stt_server.audio.merge import merge_transcripts
 from stt_server.engines.base import ChunkRequest
 from stt_server.engines.local import LocalEngine
 from stt_server.jobs.job import Job, Status, new_job_id
-from stt_server.jobs.store import Store
+from stt_server.jobs.store import EventRecord, Store
 from stt_server.observability.memory import tune_malloc
 from stt_server.settings import LocalEngineSettings
 from tests.corpus import wer
@@ -104,8 +104,9 @@ async def database_pass(folder: Path, chunks: list[Any], results: list[Any], dur
     job = Job(new_job_id(), Status.RUNNING, "normal", "x.mp3", 1, "0" * 64, duration_s, "local", "tiny.en", time.time())
     await store.insert_job(job)
     await store.save_plan(job.id, [(c.index, c.start, c.end, c.silent) for c in chunks], len(chunks))
-    for chunk, result in zip(chunks, results):
-        await store.save_chunk_result(job.id, chunk.index, result.to_dict(), "key")
+    for chunk, result in zip(chunks, results):  # each result with its event, as the pipeline stores them
+        event = EventRecord("chunk.completed", {"index": chunk.index, "chunks_total": len(chunks)}, time.time())
+        await store.complete_chunk(job.id, chunk.index, result.to_dict(), "key", event)
     await store.close()
 
 

@@ -44,12 +44,17 @@ async def _plan_and_do_first_chunk(svc: Services, tmp_path: Path) -> tuple[Job, 
     return job, chunks, first, key
 
 
+def completed_event(index: int) -> EventRecord:
+    """The event the pipeline stores with a finished chunk."""
+    return EventRecord("chunk.completed", {"index": index}, time.time())
+
+
 async def test_job_left_running_resumes_and_keeps_finished_chunks(settings: Settings, tmp_path: Path) -> None:
     async with open_services(settings, workers=False) as svc:
         # Finish the first chunk by hand, as a run cut short would have left it.
         job, chunks, first, _ = await _plan_and_do_first_chunk(svc, tmp_path)
         engine = svc.engines["local"]
-        await svc.store.save_chunk_result(job.id, 0, first.to_dict())
+        await svc.store.complete_chunk(job.id, 0, first.to_dict(), None, completed_event(0))
         await settle(svc.store, job.id, Status.RUNNING)
         calls_before = engine.stats()["calls"]
         assert calls_before == 1
@@ -68,7 +73,7 @@ async def test_a_plan_cut_short_is_made_again_and_finished_chunks_come_from_the_
         # What a crash while planning leaves: the first chunks stored, the count still an estimate.
         await svc.store.clear_plan(job.id)
         await svc.store.save_plan(job.id, [(c.index, c.start, c.end, c.silent) for c in chunks[:2]], len(chunks) + 1)
-        await svc.store.save_chunk_result(job.id, 0, first.to_dict(), key)
+        await svc.store.complete_chunk(job.id, 0, first.to_dict(), key, completed_event(0))
         await settle(svc.store, job.id, Status.RUNNING)
     async with open_services(settings) as svc:
         finished = await wait_finished(svc, job.id)
@@ -90,8 +95,7 @@ async def test_a_chunk_result_and_its_event_are_stored_together_or_not_at_all(
         assert not [c for c in await svc.store.get_chunks(job.id) if c.result is not None]
         assert (await svc.store.get_job(job.id)).chunks_done == 0  # type: ignore[union-attr]
 
-        record = EventRecord("chunk.completed", {"index": 0}, time.time())
-        event_id = await svc.store.complete_chunk(job.id, 0, first.to_dict(), key, record)
+        event_id = await svc.store.complete_chunk(job.id, 0, first.to_dict(), key, completed_event(0))
         assert [c.index for c in await svc.store.get_chunks(job.id) if c.result is not None] == [0]
         completed = [e for e in await svc.bus.history(job.id) if e.name == "chunk.completed"]
         assert [(e.id, e.data) for e in completed] == [(event_id, {"index": 0, "chunks_done": 1})]

@@ -333,34 +333,24 @@ class Store:
             StoredChunk(r[0], r[1], r[2], bool(r[3]), json.loads(r[4]) if r[4] else None) for r in rows
         ]
 
-    async def save_chunk_result(self, job_id: str, index: int, result: dict[str, Any],
-                                cache_key: str | None = None) -> int:
-        """Persist one finished chunk and return how many of the job's chunks are done."""
-        async with self._transaction() as db:
-            return await self._save_chunk(db, job_id, index, result, cache_key)
-
     async def complete_chunk(self, job_id: str, index: int, result: dict[str, Any], cache_key: str | None,
                              event: EventRecord) -> int:
-        """Persist one finished chunk together with its event, whose data gets ``chunks_done``: a crash
-        keeps both or neither. Returns the event's id."""
+        """Persist one finished chunk together with its event, whose data gets ``chunks_done`` (how many
+        of the job's chunks are done): a crash keeps both or neither. Returns the event's id."""
         async with self._transaction() as db:
-            event.data["chunks_done"] = await self._save_chunk(db, job_id, index, result, cache_key)
+            await db.execute(
+                "UPDATE chunks SET result = ?, cache_key = ? WHERE job_id = ? AND idx = ?",
+                (json.dumps(result), cache_key, job_id, index),
+            )
+            await db.execute(
+                "UPDATE jobs SET chunks_done = (SELECT COUNT(*) FROM chunks WHERE job_id = ? AND result IS NOT NULL)"
+                " WHERE id = ?",
+                (job_id, job_id),
+            )
+            async with db.execute("SELECT chunks_done FROM jobs WHERE id = ?", (job_id,)) as cur:
+                row = await cur.fetchone()
+            event.data["chunks_done"] = int(row[0]) if row else 0
             return await self._insert_event(job_id, event)
-
-    async def _save_chunk(self, db: aiosqlite.Connection, job_id: str, index: int, result: dict[str, Any],
-                          cache_key: str | None) -> int:
-        await db.execute(
-            "UPDATE chunks SET result = ?, cache_key = ? WHERE job_id = ? AND idx = ?",
-            (json.dumps(result), cache_key, job_id, index),
-        )
-        await db.execute(
-            "UPDATE jobs SET chunks_done = (SELECT COUNT(*) FROM chunks WHERE job_id = ? AND result IS NOT NULL)"
-            " WHERE id = ?",
-            (job_id, job_id),
-        )
-        async with db.execute("SELECT chunks_done FROM jobs WHERE id = ?", (job_id,)) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
 
     async def chunk_cache_keys(self, job_id: str) -> list[str]:
         sql = "SELECT cache_key FROM chunks WHERE job_id = ? AND cache_key IS NOT NULL"
