@@ -133,7 +133,7 @@ class LocalEngineSettings:
                                    "full; a lone short job waits no longer than this.", ge=0)
     threads: int = setting(1, "CPU threads of each model call (0: CTranslate2 chooses). One is the fastest on 2 "
                            "cores: the decoder's small matrix products run slower split over two threads (10 "
-                           "minutes of speech took about 29 s on two, 27 s on one, buffers reused).", ge=0)
+                           "minutes of speech took about 38 s on two, 29 s on one, buffers reused).", ge=0)
     reuse_buffers: bool = setting(True, "Keep the memory a model call frees for the next call instead of "
                                   "handing it back to the system: no page faults on every call's buffers "
                                   "(the encoder's attention scores are 54 MB a layer), about 1.25-1.7x "
