@@ -14,6 +14,7 @@ import structlog
 
 from stt_server.engines import multilingual
 from stt_server.engines.batcher import Batcher
+from stt_server.engines.vocabulary import Vocabulary
 from stt_server.engines.whisper_batch import Cursor, Decoding, detect_language, run_round
 from stt_server.errors import EngineError
 from stt_server.observability.memory import release_free_memory
@@ -90,6 +91,9 @@ class LocalEngine:
             path, device="cpu", compute_type=self.settings.compute_type,
             cpu_threads=self.settings.threads, num_workers=self.settings.workers,
         )
+        # the tokenizer's vocabulary and merges (12.8 MB for tiny.en) for a byte buffer that decodes
+        self._model.hf_tokenizer = Vocabulary.for_model(
+            Path(path), self._model.hf_tokenizer, self._model.model.is_multilingual)
         release_free_memory()  # the load's transient buffers (reading and converting the weights)
         log.info("model_loaded", engine=self.name, model=self.model, path=path,
                  seconds=round(time.perf_counter() - began, 3))
