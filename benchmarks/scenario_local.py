@@ -7,7 +7,8 @@ threads, same run; each contestant runs in its own process, model load excluded 
 
 - the server: POST /v1/jobs to completed (its own chunking, decoding, merge and database), with
   the shipped settings (one model call at a time, on one thread, its freed buffers kept for the
-  next call) and with ``[local] workers = 2`` (two calls at once: faster, more memory);
+  next call) and with ``[local] workers = 2`` (two calls at once: faster, more memory), with
+  batches of 2 and of 1 (a little slower, less memory);
 - faster-whisper ``WhisperModel.transcribe`` on the whole file, beam 1 (one window at a time);
 - faster-whisper ``BatchedInferencePipeline``, batch 8, beam 1, timestamps on (its VAD cuts).
 
@@ -58,7 +59,9 @@ print(json.dumps({"seconds": time.perf_counter() - began, "text": text,
 
 SERVER = "server (end to end)"
 SERVER_TWO = "server, workers = 2 × threads = 1"
-TWO_WORKERS = {"STT_LOCAL_WORKERS": "2"}
+SERVER_TWO_SINGLE = "server, workers = 2 × threads = 1, batches of 1"
+OTHER_SETTINGS = {SERVER_TWO: {"STT_LOCAL_WORKERS": "2"},
+                  SERVER_TWO_SINGLE: {"STT_LOCAL_WORKERS": "2", "STT_LOCAL_BATCH_SIZE": "1"}}
 SEQUENTIAL = "faster-whisper direct, beam 1"
 BATCHED = "faster-whisper batched, batch 8, beam 1"
 
@@ -99,10 +102,12 @@ def under_load(whole: Path, parts: list[Path]) -> dict[str, float]:
 
 
 def measure(path: Path, repeat: int, progress: Progress) -> dict[str, list[dict[str, Any]]]:
-    runs: dict[str, list[dict[str, Any]]] = {SERVER: [], SERVER_TWO: [], SEQUENTIAL: [], BATCHED: []}
+    calls = {SERVER: lambda: through_server(path),
+             **{name: lambda env=env: through_server(path, env) for name, env in OTHER_SETTINGS.items()},
+             SEQUENTIAL: lambda: direct(path, "sequential"), BATCHED: lambda: direct(path, "batched")}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in calls}
     for n in range(repeat):
-        for name, call in ((SERVER, lambda: through_server(path)), (SERVER_TWO, lambda: through_server(path, TWO_WORKERS)),
-                           (SEQUENTIAL, lambda: direct(path, "sequential")), (BATCHED, lambda: direct(path, "batched"))):
+        for name, call in calls.items():
             runs[name].append(call())
             progress.step(f"run {n + 1}/{repeat} {name}: {runs[name][-1]['seconds']:.1f} s")
     return runs
@@ -130,9 +135,10 @@ def run(progress: Progress, repeat: int) -> Outcome:
         Row("local engine", f"{label}: peak memory, server vs batched (direct)", mb(peaks[SERVER]),
             f"{mb(peaks[BATCHED])} ({mb(peaks[SEQUENTIAL])})", peaks[BATCHED] / peaks[SERVER], "× less",
             f"< {TARGET_MB:.0f} MB", peaks[SERVER] < TARGET_MB),
-        Row("local engine", f"{label}: {SERVER_TWO} vs {BATCHED}; its peak memory, WER",
-            f"{seconds[SERVER_TWO]:.1f} s; {mb(peaks[SERVER_TWO])}; {wers[SERVER_TWO]:.3f}",
-            f"{seconds[BATCHED]:.1f} s", seconds[SERVER_TWO] / seconds[BATCHED], "× the batched time"),
+        *(Row("local engine", f"{label}: {name} vs {BATCHED}; its peak memory, WER",
+              f"{seconds[name]:.1f} s; {mb(peaks[name])}; {wers[name]:.3f}",
+              f"{seconds[BATCHED]:.1f} s", seconds[name] / seconds[BATCHED], "× the batched time")
+          for name in OTHER_SETTINGS),
     ]
     whole, parts = heldout_parts(LOAD_MINUTES, LOAD_JOBS)
     loads = []
