@@ -122,9 +122,10 @@ class LocalEngineSettings:
     workers: int = setting(1, "Batched model calls that run at once, each on `threads` cores, each with its own "
                            "working buffers; their encoders take turns (the largest working set), so one call "
                            "encodes while another decodes. With tiny.en on 2 cores, one call on one thread takes "
-                           "10 minutes of speech in about 28 s and peaks at about 275 MB; workers = 2 takes about "
-                           "18 s and peaks at about 360-370 MB. With memory to spare, or more cores, raise this "
-                           "first: each call adds about 85-100 MB at the peak.", ge=1)
+                           "10 minutes of speech in 28-30 s and peaks at about 275 MB; workers = 2 takes about "
+                           "18 s and peaks at about 360-380 MB (with batch_size = 1, about 20 s and 320-335 MB). "
+                           "With memory to spare, or more cores, raise this first: each call adds 55-105 MB at "
+                           "the peak.", ge=1)
     batch_size: int = setting(2, "Chunks decoded together in one model call, from any job, in queue order "
                               "(continuous batching). Each holds about 25 MB of decoder cache while the call "
                               "runs: with tiny.en, 2 peaks at about 275 MB, 3 at about 295 MB, for about the "
