@@ -90,7 +90,8 @@ class Vocabulary:
         vocabulary._full = lambda: read_tokenizer(path)
         return vocabulary
 
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of ``ids``, special tokens left out (the tokenizer's default)."""
         ends, data, size = self._ends, self._bytes, len(self._ends) - 1
         runs = [data[ends[i]:ends[i + 1]] for i in ids if 0 <= i < size]  # an unknown id says nothing
         return b"".join(runs).decode("utf-8", errors="replace")
