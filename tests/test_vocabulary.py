@@ -13,11 +13,13 @@ import tokenizers
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
+from stt_server.audio.media import extract_pcm
 from stt_server.engines import multilingual, vocabulary
+from stt_server.engines.base import ChunkRequest
 from stt_server.engines.local import LocalEngine
 from stt_server.engines.vocabulary import Vocabulary
 from stt_server.settings import LocalEngineSettings
-from tests.corpus import references, require_corpus
+from tests.corpus import references, require_corpus, speech_files, wer
 
 
 @pytest.fixture(scope="module", params=["tiny.en", "base"])
@@ -33,8 +35,7 @@ def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 def full_and_light(model: tuple[Path, bool]) -> tuple[Any, Any]:
     directory, is_multilingual = model
     full = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
-    light = Vocabulary.for_model(directory, tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json")),
-                                 is_multilingual)
+    light = Vocabulary.for_model(directory, full, is_multilingual)  # it reads the tokenizer, never changes it
     assert isinstance(light, Vocabulary)
     return full, light
 
@@ -89,10 +90,6 @@ def test_a_model_without_its_tokenizer_file_keeps_the_tokenizer_it_has(tmp_path:
 
 
 async def test_the_engine_transcribes_a_prompted_chunk_through_the_vocabulary() -> None:
-    from stt_server.audio.media import extract_pcm
-    from stt_server.engines.base import ChunkRequest
-    from tests.corpus import speech_files, wer
-
     require_corpus()
     engine = LocalEngine(LocalEngineSettings())
     await engine.start()
