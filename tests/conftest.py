@@ -77,6 +77,12 @@ async def make_sdk() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
         await sdk.close()
 
 
+@pytest.fixture
+def sdk(client: TestClient, make_sdk: Callable[..., openai.AsyncOpenAI]) -> openai.AsyncOpenAI:
+    """The async SDK on the default test server."""
+    return make_sdk(client, timeout=120)
+
+
 def services_of(client: TestClient) -> Services:
     return client.server.app[SERVICES]
 

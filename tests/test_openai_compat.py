@@ -32,11 +32,6 @@ def sync_sdk_for(client: TestClient) -> openai.OpenAI:
 
 
 @pytest.fixture
-def sdk(client: TestClient, make_sdk: Callable[..., openai.AsyncOpenAI]) -> openai.AsyncOpenAI:
-    return make_sdk(client, timeout=120)
-
-
-@pytest.fixture
 async def short_chunks(make_client: MakeClient, settings: Settings) -> TestClient:
     """The embedded engine with chunks of at most 4 s: the JFK clip becomes several chunks."""
     return await make_client(settings.with_overrides(pipeline={"max_chunk_s": 4.0, "min_chunk_s": 2.0}))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable
 
 import openai
 import pytest
@@ -19,11 +18,6 @@ from tests.conftest import services_of
 from tests.corpus import wer
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-
-
-@pytest.fixture
-def sdk(client: TestClient, make_sdk: Callable[..., openai.AsyncOpenAI]) -> openai.AsyncOpenAI:
-    return make_sdk(client, timeout=120)
 
 
 async def test_json_and_text(sdk: openai.AsyncOpenAI, corpus: Path) -> None:

